@@ -1,0 +1,326 @@
+"""
+The BAT model pieces shared by train_bat.py, eval.py and sample.py:
+- `QFormer`: a hand-written BLIP-2-style Q-Former (learned queries, self-attention, cross-attention to the
+  encoder tokens every 2nd layer, post-LayerNorm BERT layers) + Linear(hidden -> LLM dim) + LayerNorm, as the
+  released SLAM-LLM recipe (8 layers, 64 queries, hidden 768, 12 heads, FFN 3072 -> 64 audio tokens);
+- `PoolProjector`: the plain linear / MLP projector for ablation (encoder tokens pooled to n_query tokens);
+- the prompt template, and `collate` which lays out a batch as
+  [left pads][audio prefix][BOS + prompt][answer + EOS][right pads] with targets only on answer + EOS;
+- `BAT`: projector + LLM, turning encoder tokens into the audio prefix; loss and (greedy or beam) answering;
+- `encoder_tokens`: the frozen encoder's token sequence per QA item, computed once in batches and cached on disk;
+- `load_bat`: rebuild a trained model from a train_bat.py checkpoint.
+Nothing runs on import.
+"""
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, asdict, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PROMPT = ("Based on the audio you've heard, refer to the instruction and provide a response.\n\n"
+          "### Instruction:\n{question}\n\n### Response:")
+
+
+def format_prompt(question):
+    return PROMPT.format(question=question.strip())
+
+# -----------------------------------------------------------------------------
+# projectors
+
+@dataclass
+class QFormerArgs:
+    n_layers: int = 8         # released recipe: num_hidden_layers=8
+    n_query: int = 64         # learned query tokens = audio tokens fed to the LLM
+    dim: int = 768            # Q-Former hidden size
+    n_heads: int = 12
+    ffn_dim: int = 3072
+    cross_every: int = 2      # cross-attention in layers 0, 2, 4, ... (BLIP-2 cross_attention_frequency)
+    encoder_dim: int = 768    # Spatial-AST token width
+    llm_dim: int = 4096       # LLaMA-2-7B
+    dropout: float = 0.1      # BERT defaults: hidden and attention dropout 0.1
+    eps: float = 1e-12        # BERT LayerNorm eps inside the Q-Former
+    projector: str = 'qformer'  # 'qformer' | 'linear' | 'mlp' (ablation: pooled encoder tokens)
+
+
+class Attention(nn.Module):
+    """Multi-head attention from x (B, T, dim) to a memory (B, S, kv_dim) (x itself for self-attention)."""
+
+    def __init__(self, dim, n_heads, kv_dim, dropout):
+        super().__init__()
+        assert dim % n_heads == 0
+        self.n_heads, self.dropout = n_heads, dropout
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(kv_dim, dim)
+        self.value = nn.Linear(kv_dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x, memory):
+        B, T, C = x.shape
+        S = memory.shape[1]
+        q = self.query(x).view(B, T, self.n_heads, -1).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.key(memory).view(B, S, self.n_heads, -1).transpose(1, 2)  # (B, nh, S, hs)
+        v = self.value(memory).view(B, S, self.n_heads, -1).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, C))  # (B, T, dim)
+
+
+class QFormerLayer(nn.Module):
+    """One post-LN BERT layer on the queries: self-attention, [cross-attention to the audio], FFN."""
+
+    def __init__(self, a: QFormerArgs, cross):
+        super().__init__()
+        self.self_attn = Attention(a.dim, a.n_heads, a.dim, a.dropout)
+        self.self_norm = nn.LayerNorm(a.dim, eps=a.eps)
+        self.cross_attn = Attention(a.dim, a.n_heads, a.encoder_dim, a.dropout) if cross else None
+        self.cross_norm = nn.LayerNorm(a.dim, eps=a.eps) if cross else None
+        self.ffn = nn.Sequential(nn.Linear(a.dim, a.ffn_dim), nn.GELU(), nn.Linear(a.ffn_dim, a.dim))
+        self.ffn_norm = nn.LayerNorm(a.dim, eps=a.eps)
+        self.drop = nn.Dropout(a.dropout)
+
+    def forward(self, q, audio):
+        q = self.self_norm(q + self.drop(self.self_attn(q, q)))
+        if self.cross_attn is not None:
+            q = self.cross_norm(q + self.drop(self.cross_attn(q, audio)))
+        return self.ffn_norm(q + self.drop(self.ffn(q)))
+
+
+class QFormer(nn.Module):
+    """Encoder tokens (B, S, encoder_dim) -> audio prefix (B, n_query, llm_dim)."""
+
+    def __init__(self, a: QFormerArgs):
+        super().__init__()
+        self.args = a
+        self.query_tokens = nn.Parameter(torch.randn(1, a.n_query, a.dim))  # N(0, 1) as the released recipe
+        self.query_norm = nn.LayerNorm(a.dim, eps=a.eps)
+        self.drop = nn.Dropout(a.dropout)
+        self.layers = nn.ModuleList(QFormerLayer(a, cross=(i % a.cross_every == 0)) for i in range(a.n_layers))
+        self.proj = nn.Linear(a.dim, a.llm_dim)
+        self.proj_norm = nn.LayerNorm(a.llm_dim, eps=1e-5)
+
+    def forward(self, audio):
+        q = self.drop(self.query_norm(self.query_tokens.expand(audio.shape[0], -1, -1)))  # (B, n_query, dim)
+        for layer in self.layers:
+            q = layer(q, audio)
+        return self.proj_norm(self.proj(q))  # (B, n_query, llm_dim)
+
+
+class PoolProjector(nn.Module):
+    """Ablation: average-pool the encoder tokens to n_query tokens, then Linear (or 2-layer MLP) + LayerNorm."""
+
+    def __init__(self, a: QFormerArgs):
+        super().__init__()
+        self.args = a
+        if a.projector == 'mlp':
+            self.proj = nn.Sequential(nn.Linear(a.encoder_dim, a.dim), nn.GELU(), nn.Linear(a.dim, a.llm_dim))
+        else:
+            self.proj = nn.Linear(a.encoder_dim, a.llm_dim)
+        self.proj_norm = nn.LayerNorm(a.llm_dim, eps=1e-5)
+
+    def forward(self, audio):
+        pooled = F.adaptive_avg_pool1d(audio.transpose(1, 2), self.args.n_query).transpose(1, 2)  # (B, n_query, enc)
+        return self.proj_norm(self.proj(pooled))
+
+
+def make_projector(a: QFormerArgs):
+    assert a.projector in ('qformer', 'linear', 'mlp'), f"projector must be qformer|linear|mlp, got {a.projector!r}"
+    return QFormer(a) if a.projector == 'qformer' else PoolProjector(a)
+
+# -----------------------------------------------------------------------------
+# batches
+
+def collate(prompts, answers, n_prefix, pad_id):
+    """Lay out one batch. prompts: lists of ids (BOS + template); answers: lists of ids (answer + EOS), or None
+    for generation. Returns tokens (B, T) (pad_id on pads and audio slots), audio_mask (B, T) bool (where the
+    projector output goes), attention_mask (B, T) (1 = real), targets (B, T) (next token on answer + EOS, -1 elsewhere).
+    Prompts are left-padded so every answer starts in the same column; answers are right-padded."""
+    B = len(prompts)
+    answers = answers if answers is not None else [[] for _ in range(B)]
+    P, A = max(len(p) for p in prompts), max(len(a) for a in answers)
+    T = P + n_prefix + A
+    tokens = torch.full((B, T), pad_id, dtype=torch.long)
+    audio_mask = torch.zeros(B, T, dtype=torch.bool)
+    attention_mask = torch.zeros(B, T, dtype=torch.long)
+    targets = torch.full((B, T), -1, dtype=torch.long)
+    start = P + n_prefix  # column of the first answer token, the same for all items
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        left = P - len(p)
+        audio_mask[i, left:left + n_prefix] = True
+        tokens[i, left + n_prefix:start] = torch.tensor(p, dtype=torch.long)
+        if a:
+            tokens[i, start:start + len(a)] = torch.tensor(a, dtype=torch.long)
+            targets[i, start - 1:start - 1 + len(a)] = tokens[i, start:start + len(a)]  # position t predicts t+1
+        attention_mask[i, left:start + len(a)] = 1
+    return {'tokens': tokens, 'audio_mask': audio_mask, 'attention_mask': attention_mask, 'targets': targets}
+
+
+def batch_to(batch, device):
+    return {k: v.to(device) for k, v in batch.items()}
+
+# -----------------------------------------------------------------------------
+# the model
+
+class BAT(nn.Module):
+    """Projector + LLM. The (frozen) encoder lives outside: it runs once per item (see encoder_tokens)."""
+
+    def __init__(self, projector, llm):
+        super().__init__()
+        self.projector, self.llm = projector, llm
+
+    def embeds(self, audio, batch):
+        """Token embeddings with the audio prefix written into the audio slots. audio: (B, S, encoder_dim)."""
+        emb = self.llm.embed(batch['tokens'])  # (B, T, llm_dim)
+        prefix = self.projector(audio.to(emb.dtype))  # (B, n_query, llm_dim)
+        return emb.masked_scatter(batch['audio_mask'].unsqueeze(-1), prefix.to(emb.dtype))
+
+    def forward(self, audio, batch):
+        """Returns the mean loss over answer + EOS tokens."""
+        _, loss = self.llm(embeds=self.embeds(audio, batch), targets=batch['targets'],
+                           attention_mask=batch['attention_mask'])
+        return loss
+
+    @torch.no_grad()
+    def answer(self, audio, prompts, pad_id, eos_id, max_new_tokens=32, beams=1):
+        """Greedy (KV cache, batched) or beam answers: a list of id lists, cut at the first EOS."""
+        n_prefix = self.projector.args.n_query
+        if beams > 1:
+            return [self._beam(audio[i:i + 1], prompts[i], pad_id, eos_id, max_new_tokens, beams)
+                    for i in range(len(prompts))]
+        batch = batch_to(collate(prompts, None, n_prefix, pad_id), audio.device)
+        out = self.llm.generate(embeds=self.embeds(audio, batch), attention_mask=batch['attention_mask'],
+                                max_new_tokens=max_new_tokens, temperature=0.0, eos_id=eos_id)  # (B, new)
+        return [cut_at_eos(row, eos_id) for row in out.tolist()]
+
+    def _beam(self, audio, prompt, pad_id, eos_id, max_new_tokens, beams):
+        """Plain beam search for one item (the released recipe decodes with num_beams=4, batch 1); no KV cache:
+        each step re-runs the whole prefix, which is fine at eval sizes."""
+        n_prefix = self.projector.args.n_query
+        base = self.embeds(audio, batch_to(collate([prompt], None, n_prefix, pad_id), audio.device))  # (1, T, dim)
+        live = [([], 0.0)]  # (ids, sum log-prob)
+        done = []
+        for _ in range(max_new_tokens):
+            ids = torch.tensor([seq for seq, _ in live], dtype=torch.long, device=audio.device)  # (k, t)
+            emb = torch.cat([base.expand(len(live), -1, -1), self.llm.embed(ids)], 1) if ids.shape[1] else base
+            logp = F.log_softmax(self.llm(embeds=emb)[:, -1].float(), -1)  # (k, V)
+            cand = [(s + logp[j, t].item(), j, t) for j, (_, s) in enumerate(live)
+                    for t in torch.topk(logp[j], beams).indices.tolist()]
+            live = []
+            for s, j, t in sorted(cand, reverse=True)[:beams]:
+                (done if t == eos_id else live).append((live_seq(j, t, ids), s))
+            if not live or (len(done) >= beams):
+                break
+        best = max(done + live, key=lambda x: x[1] / max(len(x[0]), 1))
+        return [t for t in best[0] if t != eos_id]
+
+
+def live_seq(j, t, ids):
+    return ids[j].tolist() + [t] if ids.shape[1] else [t]
+
+
+def cut_at_eos(ids, eos_id):
+    return ids[:ids.index(eos_id)] if eos_id in ids else ids
+
+
+def trainable_state(model):
+    """Only what trains (projector, LoRA, or the whole scratch LLM): the checkpoint names the base it belongs on."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names}
+
+# -----------------------------------------------------------------------------
+# the frozen encoder's tokens, once per distinct (clip, IR) pair, cached on disk
+
+def audio_key(r):
+    return (r.get('audio_id'), r.get('reverb_id'), r.get('audio_id2'), r.get('reverb_id2'))
+
+
+def file_stamp(path):
+    st = os.stat(path)
+    return f'{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}'
+
+
+@torch.no_grad()
+def encode_waveforms(encoder, wav):
+    """(B, 2, N) binaural waveforms -> (B, 3 + N_patches, dim) encoder tokens."""
+    from features import binaural_features
+    return encoder.tokens(binaural_features(wav))
+
+
+def encoder_tokens(records, encoder, encoder_ckpt, audio_root, reverb_root, cache_dir, device,
+                   clip_seconds=10.0, batch_size=16, sample_rate=32000, log=print):
+    """Returns (tokens (U, S, dim) float16 on CPU, index (len(records),) long into it). U = distinct audio pairs.
+    Cached in cache_dir under a key made of the encoder checkpoint stamp, the clip length and the audio pairs."""
+    from features import AudioCache, qa_waveforms
+    from common import Progress
+    keys = sorted({audio_key(r) for r in records}, key=str)
+    where = {k: i for i, k in enumerate(keys)}
+    index = torch.tensor([where[audio_key(r)] for r in records], dtype=torch.long)
+    h = hashlib.sha1(json.dumps([file_stamp(encoder_ckpt), clip_seconds, sample_rate, keys]).encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir, f'enc_{h}.pt')
+    if os.path.exists(path):
+        log(f"encoder tokens: cache hit {path}")
+        return torch.load(path, map_location='cpu'), index
+    uniq = [{'audio_id': k[0], 'reverb_id': k[1], 'audio_id2': k[2], 'reverb_id2': k[3]} for k in keys]
+    encoder.eval()
+    cache, out = AudioCache(), []
+    prog = Progress(len(uniq), name='encoder tokens', unit='clips')
+    for i in range(0, len(uniq), batch_size):
+        chunk = uniq[i:i + batch_size]
+        wav = qa_waveforms(chunk, audio_root, reverb_root, cache, device, sample_rate=sample_rate,
+                           clip_seconds=clip_seconds)
+        out.append(encode_waveforms(encoder, wav).to('cpu', torch.float16))
+        prog.update(len(chunk))
+    tokens = torch.cat(out)
+    os.makedirs(cache_dir, exist_ok=True)
+    from common import atomic_write
+    atomic_write(path, lambda f: torch.save(tokens, f), mode='wb')
+    log(f"encoder tokens: {tuple(tokens.shape)} for {len(records)} items -> {path}")
+    return tokens, index
+
+# -----------------------------------------------------------------------------
+# building and loading
+
+def dataclass_from(cls, d):
+    """Build a dataclass from a dict, ignoring keys it does not have (older / newer checkpoints)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def build_llm(llm_args, device):
+    import llama
+    return llama.Transformer(dataclass_from(llama.ModelArgs, llm_args)).to(device)
+
+
+def load_bat(ckpt_path, device='cpu'):
+    """A train_bat.py checkpoint -> (bat, encoder, tokenizer, ckpt). The base weights it names are loaded from
+    their paths (the encoder checkpoint; the LLaMA directory unless llm='scratch', whose weights the ckpt carries)."""
+    import llama
+    import spatial_ast
+    if not os.path.exists(ckpt_path):
+        raise SystemExit(f"no BAT checkpoint at {ckpt_path} (train one with train_bat.py, or pass --ckpt=...)")
+    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    base = ckpt['base']
+    tok_path = base['tokenizer']
+    if not os.path.exists(tok_path):  # the run folder moved: look beside the checkpoint
+        tok_path = os.path.join(os.path.dirname(ckpt_path), os.path.basename(tok_path))
+    tokenizer = llama.Tokenizer(tok_path)
+    encoder, _ = spatial_ast.load_checkpoint(base['encoder'], device)
+    encoder.eval()
+    if base['llm'] == 'scratch':
+        llm = build_llm(ckpt['model_args']['llm'], device)
+    else:
+        llm = llama.load(base['llm'], device=device)
+        lora = ckpt['config']
+        llama.apply_lora(llm, rank=lora['lora_rank'], alpha=lora['lora_alpha'], dropout=lora['lora_dropout'],
+                         targets=tuple(lora['lora_targets'].split(',')))
+    projector = make_projector(dataclass_from(QFormerArgs, ckpt['model_args']['projector']))
+    bat = BAT(projector, llm).to(device)
+    missing, unexpected = bat.load_state_dict(ckpt['model'], strict=False)
+    assert not unexpected, f"{ckpt_path}: unexpected keys {unexpected[:5]}"
+    trained = set(ckpt['model'])
+    assert not any(k.startswith('projector.') and k not in trained for k in missing), \
+        f"{ckpt_path}: projector weights missing"
+    bat.eval()
+    return bat, encoder, tokenizer, ckpt

@@ -1,0 +1,31 @@
+# Tiny BAT for the CPU demo (<= 7 min on 2 cores, encoder-token cache included):
+# python train_bat.py config/demo_bat.py
+# the frozen demo encoder's tokens (3 + 104, dim 192) -> a 2-layer Q-Former (16 queries) -> a from-scratch LLaMA
+out_dir = 'out/demo/bat'
+qa_dir = 'out/demo/qa'
+encoder_ckpt = 'out/demo/encoder/ckpt.pt'
+device = 'cpu'
+clip_seconds = 2.0
+encode_batch_size = 32
+llm = 'scratch'
+vocab_size = 512
+llm_dim = 192
+llm_layers = 4
+llm_heads = 4
+qformer_layers = 2
+n_query = 16
+qformer_dim = 192
+qformer_heads = 4
+qformer_ffn = 768
+qformer_dropout = 0.0
+stages = 3
+stage_iters = [150, 150, 300]
+batch_size = 32
+learning_rate = 2e-3     # a from-scratch tiny LLM wants far more than LoRA's 1e-4
+min_lr = 1e-4
+warmup_iters = 20
+weight_decay = 0.01
+beta2 = 0.99
+eval_interval = 100
+eval_iters = 4
+log_interval = 25

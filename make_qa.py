@@ -1,0 +1,318 @@
+"""
+SpatialSoundQA-style question/answer files from a sources list (sources.py) and rendered IRs (render.py).
+
+Writes `<out_dir>/{train,eval}.jsonl` (official fields audio_id, reverb_id, audio_id2, reverb_id2, question_id,
+question_type, question, answer, plus our `targets`: one dict per source, the source the question asks about
+(or the X of "is X ... Y") first), `<out_dir>/meta.json` (audio_root, reverb_root, classes, stages, counts, margins)
+and `<out_dir>/summary.md`. Answers follow CONTRACTS §2 exactly. No audio is read: items name clips and IRs, and
+the training scripts mix them on the fly (features.qa_waveforms: each source convolved with its own IR, averaged).
+
+Rules (all documented in meta.json):
+- two-source items: same room and same listener (sensor_position), two different IRs whose sources are at least
+  `min_separation_m` apart, and two clips with no label in common;
+- relative questions only when clear by a margin: lateral angle asin(dx/|d|), front angle asin(-dz/|d|) or
+  elevation differ by >= `angle_margin_deg`; distances differ by >= `distance_margin_m`; "the sound on your left"
+  needs the two sources on opposite sides, each at least `side_margin_deg` from the dividing plane;
+- Yes/No answers exactly 50/50 (binary counts are rounded up to even), the No items also clear by the margin;
+- eval items use only eval clips, eval IRs (rooms) and the eval-only phrasings; the same seed gives identical files.
+Curriculum stages select by question_type: meta.json "stages" = {"1": A+B, "2": A-D, "3": A-E}.
+
+Run (CPU only):
+    python make_qa.py config/demo_qa.py
+    python make_qa.py --sources=out/sources/sources.jsonl --render_dir=out/rirs --out_dir=out/qa
+"""
+import collections
+import math
+import os
+import time
+
+import numpy as np
+
+import common
+
+QUESTION_TYPES = ['CLASSIFICATION', 'DOA', 'MIXUP_SINGLE_CLASSIFICATION', 'MIXUP_SINGLE_DOA', 'MIXUP_DIRECTION',
+                  'MIXUP_DISTANCE_BOTH', 'MIXUP_NONBINARY_DIRECTION', 'MIXUP_NONBINARY_DISTANCE', 'MIXUP_NONBINARY_SOURCE']
+STAGES = {'1': QUESTION_TYPES[:2], '2': QUESTION_TYPES[:4], '3': QUESTION_TYPES}
+BINARY_TYPES = ('MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH')
+
+# phrasings: {x}, {y} = sound names; {where}, {rel}, {choice}, {cmp} = the phrases below
+TEMPLATES = {
+    'CLASSIFICATION': {'train': [
+        'What sound events can you hear in this audio clip?', 'Identify the sound events in the audio.',
+        'Enumerate the sound occurrences in the audio clip.', 'What is making the sound in this recording?',
+        'Which sound classes are present in the audio?', 'Name the sounds you hear.', 'What kind of sound is this?',
+        'Tell me what sounds are in this clip.'], 'eval': [
+        'Describe the category of the sound you are listening to.', 'Can you label the sound in this recording?',
+        'What sound source does this audio contain?']},
+    'DOA': {'train': [
+        'Where is the sound coming from, and how far away is it?', 'In which direction and at what distance is the sound source?',
+        'Locate the sound: give its direction and distance.', 'From which direction does the sound come, and how far is it?',
+        'Estimate the direction of arrival and the distance of the sound.',
+        'Where is the sound source located relative to you, and how far?',
+        'Give the position of the sound: left or right, front or behind, above or below, and its distance.',
+        'How far away is the sound and from which direction does it reach you?'], 'eval': [
+        'Pinpoint where this sound originates and its distance from you.', 'Which way is the sound, and how many meters away?',
+        "Determine the sound's direction and range."]},
+    'MIXUP_SINGLE_CLASSIFICATION': {'train': [
+        'What is the sound {where}?', 'Identify the sound source {where}.', 'Which sound do you hear {where}?',
+        'What is making the sound {where}?', 'Tell me the class of the sound {where}.',
+        'Two sounds are playing. What is the one {where}?', 'Of the two sounds, which one is {where}?',
+        'What kind of sound is located {where}?'], 'eval': [
+        'Classify the sound source positioned {where}.', 'Among the sounds in this mix, what can be heard {where}?',
+        'Please name the sound event {where}.']},
+    'MIXUP_SINGLE_DOA': {'train': [
+        'Where is the sound of the {x} coming from, and how far away is it?',
+        'In which direction and at what distance is the {x}?', 'Locate the {x}: give its direction and distance.',
+        'Two sounds are playing. Where is the {x} and how far is it?',
+        'From which direction does the {x} sound come, and how far is it?', 'Give the direction and distance of the {x}.',
+        'How far away is the {x} and in which direction?', 'Estimate where the {x} is relative to you and its distance.'],
+        'eval': [
+        'Pinpoint the position of the {x} sound and its range.', 'Which way is the {x}, and how many meters away?',
+        'Determine the direction and distance of the sound of the {x}.']},
+    'MIXUP_DIRECTION': {'train': [
+        'Is the sound of the {x} {rel} the sound of the {y}?', 'Is the {x} {rel} the {y}?',
+        'Would you say the {x} is {rel} the {y}?', 'Is the {x} sound located {rel} the {y} sound?',
+        'Does the {x} come from a position {rel} the {y}?', 'Is it true that the {x} is {rel} the {y}?',
+        'Answer yes or no: is the {x} {rel} the {y}?', 'Judging by the audio, is the {x} {rel} the {y}?'], 'eval': [
+        'Would the {x} be heard {rel} the {y}?', 'Can you confirm that the {x} is positioned {rel} the {y}?',
+        'Tell me whether the {x} is {rel} the {y}.']},
+    'MIXUP_DISTANCE_BOTH': {'train': [
+        'Is the sound of the {x} {rel} the sound of the {y}?', 'Is the {x} {rel} the {y}?',
+        'Would you say the {x} is {rel} the {y}?', 'Is the {x} sound source {rel} the {y} sound source?',
+        'Is it true that the {x} is {rel} the {y}?', 'Answer yes or no: is the {x} {rel} the {y}?',
+        'Judging by the audio, is the {x} {rel} the {y}?', 'Does the {x} seem {rel} the {y}?'], 'eval': [
+        'Can you confirm that the {x} is {rel} the {y}?', 'Based on what you hear, is the {x} positioned {rel} the {y}?',
+        'Tell me whether the {x} is {rel} the {y}.']},
+    'MIXUP_NONBINARY_DIRECTION': {'train': [
+        'Is the {x} {choice} the {y}?', 'Is the sound of the {x} {choice} the sound of the {y}?',
+        'Relative to the {y}, is the {x} {choice} it?', 'Is the {x} sound positioned {choice} the {y} sound?',
+        'Would you place the {x} {choice} the {y}?', 'Tell me whether the {x} is {choice} the {y}.',
+        'Judging by the audio, is the {x} {choice} the {y}?', 'Which is it: is the {x} {choice} the {y}?'], 'eval': [
+        'Can you tell if the {x} is {choice} the {y}?', 'Is the {x} located {choice} the {y}?',
+        'Based on what you hear, is the {x} {choice} the {y}?']},
+    'MIXUP_NONBINARY_DISTANCE': {'train': [
+        'How far away is the sound of the {x} from the sound of the {y}?',
+        'What is the distance between the {x} and the {y}?', 'How far apart are the {x} and the {y}?',
+        'How many meters separate the {x} from the {y}?', 'Estimate the distance between the {x} sound and the {y} sound.',
+        'How far is the {x} from the {y}?', 'What is the spacing between the {x} and the {y} sources?',
+        'Tell me how far the {x} is from the {y}.'], 'eval': [
+        'What distance lies between the {x} and the {y}?',
+        'Roughly how far apart are the sounds of the {x} and the {y}?', 'Judge the separation between the {x} and the {y}.']},
+    'MIXUP_NONBINARY_SOURCE': {'train': [
+        'Which sound is {cmp}?', 'Of the two sounds, which one is {cmp}?', 'Which of the sound sources is {cmp}?',
+        'Two sounds are playing. Which is {cmp}?', 'Which is {cmp}: the {x} or the {y}?',
+        'Between the {x} and the {y}, which one is {cmp}?', 'What is the sound that is {cmp}?',
+        'Identify the sound source that is {cmp}.'], 'eval': [
+        'Tell me which of the two sounds is {cmp}.', 'Which one, the {x} or the {y}, is {cmp}?',
+        'Name the sound that is {cmp}.']},
+}
+
+# relation r(a, b): "a is <r> b", clear by a margin
+OPPOSITE = {'left': 'right', 'right': 'left', 'front': 'behind', 'behind': 'front', 'above': 'below', 'below': 'above',
+            'closer': 'farther', 'farther': 'closer'}
+DIRECTIONS = ('left', 'right', 'front', 'behind', 'above', 'below')
+REL_PHRASE = {'left': 'to the left of', 'right': 'to the right of', 'front': 'in front of', 'behind': 'behind',
+              'above': 'above', 'below': 'below', 'closer': 'closer to you than', 'farther': 'farther from you than'}
+WHERE_PHRASE = {'left': 'on your left', 'right': 'on your right', 'front': 'in front of you', 'behind': 'behind you',
+                'above': 'above you', 'below': 'below you'}
+CHOICE_PHRASE = {'left': 'to the left or to the right of', 'front': 'in front of or behind', 'above': 'above or below'}
+CMP_PHRASE = {'left': 'more to the left', 'right': 'more to the right', 'front': 'more to the front',
+              'behind': 'more to the back', 'above': 'higher', 'below': 'lower', 'closer': 'closer to you',
+              'farther': 'farther from you'}
+
+
+def stage_types(stage):
+    """Question types of curriculum stage 1, 2 or 3 (also written to meta.json)."""
+    return STAGES[str(stage)]
+
+
+def geometry(rir):
+    """Unrounded angles (deg) and distance of one IR's source, for the margin tests."""
+    dx, dy, dz = common.offset(rir['sensor_position'], rir['source_position'])
+    dist = max(math.sqrt(dx * dx + dy * dy + dz * dz), 1e-9)
+    return {'lat': math.degrees(math.asin(dx / dist)), 'front': math.degrees(math.asin(-dz / dist)),
+            'elev': math.degrees(math.atan2(dy, math.hypot(dx, dz))), 'dist': dist,
+            'pos': np.array(common.parse_xyz(rir['source_position']))}
+
+
+def relation_pairs(rirs, margins):
+    """{relation: [(i, j), ...]} over IR indices in the same room with the same listener: 'any' (separated
+    sources), the 8 relative relations of OPPOSITE, and 'side_<w>' (i on side w, j on the opposite side)."""
+    groups = collections.defaultdict(list)
+    for i, r in enumerate(rirs):
+        groups[(r['fname'].split('/')[0], common.format_xyz(common.parse_xyz(r['sensor_position'])))].append(i)
+    pairs = collections.defaultdict(list)
+    for key in sorted(groups):
+        idx = np.array(groups[key])
+        g = [geometry(rirs[i]) for i in idx]
+        v = {k: np.array([x[k] for x in g]) for k in ('lat', 'front', 'elev', 'dist')}
+        pos = np.stack([x['pos'] for x in g])
+        sep = np.linalg.norm(pos[:, None] - pos[None], axis=-1) >= margins['min_separation_m']
+        am, dm, sm = margins['angle_margin_deg'], margins['distance_margin_m'], margins['side_margin_deg']
+        diff = {k: v[k][:, None] - v[k][None] for k in v}  # a minus b
+        conds = {'any': sep, 'left': diff['lat'] <= -am, 'right': diff['lat'] >= am, 'front': diff['front'] >= am,
+                 'behind': diff['front'] <= -am, 'above': diff['elev'] >= am, 'below': diff['elev'] <= -am,
+                 'closer': diff['dist'] <= -dm, 'farther': diff['dist'] >= dm}
+        side = {'left': v['lat'] <= -sm, 'right': v['lat'] >= sm, 'front': v['front'] >= sm,
+                'behind': v['front'] <= -sm, 'above': v['elev'] >= sm, 'below': v['elev'] <= -sm}
+        for w in DIRECTIONS:
+            conds['side_' + w] = side[w][:, None] & side[OPPOSITE[w]][None]
+        for name, c in conds.items():
+            a, b = np.nonzero(c & sep)
+            pairs[name] += [(int(idx[i]), int(idx[j])) for i, j in zip(a, b)]
+    return pairs
+
+
+def doa_answer(t):
+    return f"{', '.join(t['direction'])}; {common.distance_words(t['distance'])}"
+
+
+class Maker:
+    """Draws items for one split: its clips, IRs and phrasings, one numpy Generator (so one seed = one file)."""
+
+    def __init__(self, clips, rirs, audio_root, phrasing, margins, seed):
+        if not clips or not rirs:
+            raise ValueError(f'{phrasing} split: {len(clips)} clips and {len(rirs)} IRs; both are needed')
+        self.clips, self.rirs, self.audio_root, self.phrasing = clips, rirs, audio_root, phrasing
+        self.rng = np.random.default_rng(seed)
+        self.pairs = relation_pairs(rirs, margins)
+
+    def pick(self, seq):
+        return seq[int(self.rng.integers(len(seq)))]
+
+    def clip_pair(self):
+        a = self.pick(self.clips)
+        for _ in range(1000):
+            b = self.pick(self.clips)
+            if not set(a['labels']) & set(b['labels']):
+                return a, b
+        raise RuntimeError(f"no clip without a label in common with {a['path']} {a['labels']}")
+
+    def ir_pair(self, relations):
+        usable = [r for r in relations if self.pairs.get(r)]
+        if not usable:
+            raise RuntimeError(f'no IR pair (same room and listener) satisfies any of {relations}; render more IRs '
+                               f'per room or lower the margins')
+        rel = self.pick(usable)
+        i, j = self.pick(self.pairs[rel])
+        return rel, self.rirs[i], self.rirs[j]
+
+    def record(self, qtype, sources, question, answer):
+        """sources: [(clip, rir), ...], the one the question is about first."""
+        (c1, r1), (c2, r2) = sources[0], (sources[1] if len(sources) > 1 else (None, None))
+        rel = lambda c: os.path.relpath(c['path'], self.audio_root) if c else None
+        return {'audio_id': rel(c1), 'reverb_id': r1['fname'], 'audio_id2': rel(c2),
+                'reverb_id2': r2['fname'] if r2 else None, 'question_id': 0, 'question_type': qtype,
+                'question': question, 'answer': answer,
+                'targets': [{'labels': list(c['labels']), **r['targets']} for c, r in sources]}
+
+    def question(self, qtype, **kw):
+        return self.pick(TEMPLATES[qtype][self.phrasing]).format(**kw)
+
+    def item(self, qtype, k):
+        """The k-th item of a type (k decides Yes/No for binary types: even k -> Yes)."""
+        if qtype in ('CLASSIFICATION', 'DOA'):
+            c, r = self.pick(self.clips), self.pick(self.rirs)
+            ans = '; '.join(c['labels']) if qtype == 'CLASSIFICATION' else doa_answer(r['targets'])
+            return self.record(qtype, [(c, r)], self.question(qtype), ans)
+        (ca, cb), name = self.clip_pair(), lambda c: c['labels'][0].lower()
+        if qtype == 'MIXUP_SINGLE_CLASSIFICATION':
+            rel, ra, rb = self.ir_pair(['side_' + w for w in DIRECTIONS])
+            q = self.question(qtype, where=WHERE_PHRASE[rel[5:]])
+            return self.record(qtype, [(ca, ra), (cb, rb)], q, '; '.join(ca['labels']))
+        if qtype in ('MIXUP_SINGLE_DOA', 'MIXUP_NONBINARY_DISTANCE'):
+            _, ra, rb = self.ir_pair(['any'])
+            if qtype == 'MIXUP_SINGLE_DOA':
+                ans = doa_answer(ra['targets'])
+            else:
+                ans = common.distance_words(float(np.linalg.norm(geometry(ra)['pos'] - geometry(rb)['pos'])))
+            return self.record(qtype, [(ca, ra), (cb, rb)], self.question(qtype, x=name(ca), y=name(cb)), ans)
+        if qtype in BINARY_TYPES:
+            asked = list(DIRECTIONS) if qtype == 'MIXUP_DIRECTION' else ['closer', 'farther']
+            yes = k % 2 == 0
+            rel, ra, rb = self.ir_pair(asked if yes else [OPPOSITE[r] for r in asked])
+            q = self.question(qtype, x=name(ca), y=name(cb), rel=REL_PHRASE[rel if yes else OPPOSITE[rel]])
+            return self.record(qtype, [(ca, ra), (cb, rb)], q, 'Yes' if yes else 'No')
+        if qtype == 'MIXUP_NONBINARY_DIRECTION':
+            rel, ra, rb = self.ir_pair(list(DIRECTIONS))
+            axis = rel if rel in CHOICE_PHRASE else OPPOSITE[rel]
+            q = self.question(qtype, x=name(ca), y=name(cb), choice=CHOICE_PHRASE[axis])
+            return self.record(qtype, [(ca, ra), (cb, rb)], q, rel)
+        if qtype == 'MIXUP_NONBINARY_SOURCE':
+            rel, ra, rb = self.ir_pair(list(OPPOSITE))
+            x, y = (ca, cb) if self.rng.random() < 0.5 else (cb, ca)
+            q = self.question(qtype, cmp=CMP_PHRASE[rel], x=name(x), y=name(y))
+            return self.record(qtype, [(ca, ra), (cb, rb)], q, '; '.join(ca['labels']))
+        raise ValueError(f'unknown question_type {qtype!r}; expected one of {QUESTION_TYPES}')
+
+    def make(self, counts):
+        items = []
+        for qtype in QUESTION_TYPES:
+            n = counts.get(qtype, 0)
+            n += n % 2 if qtype in BINARY_TYPES else 0  # Yes/No exactly 50/50
+            items += [self.item(qtype, k) for k in range(n)]
+        order = self.rng.permutation(len(items))
+        items = [items[i] for i in order]
+        for qid, it in enumerate(items):
+            it['question_id'] = qid
+        return items
+
+
+def summary(split, items):
+    lines = [f'## {split}: {len(items)} items', '', '| question_type | items | answers (top 4) |', '|---|---|---|']
+    for qtype in QUESTION_TYPES:
+        answers = collections.Counter(it['answer'] for it in items if it['question_type'] == qtype)
+        top = ', '.join(f'`{a}` {n}' for a, n in sorted(answers.items(), key=lambda kv: (-kv[1], kv[0]))[:4])
+        lines.append(f'| {qtype} | {sum(answers.values())} | {top} |')
+    octants = collections.Counter(', '.join(t['direction']) for it in items for t in it['targets'])
+    dclass = collections.Counter(t['distance_class'] for it in items for t in it['targets'])
+    lines += ['', 'sources per octant: ' + ', '.join(f'{k} {v}' for k, v in sorted(octants.items())),
+              '', 'sources per distance class (0.5 m): ' + ', '.join(f'{k} {v}' for k, v in sorted(dclass.items())), '']
+    return lines
+
+# -----------------------------------------------------------------------------
+# config
+sources = 'out/sources/sources.jsonl'  # sources list (sources.py)
+render_dir = 'out/rirs'  # render.py output: {train,eval}_reverberation.jsonl + binaural/
+out_dir = 'out/qa'       # writes {train,eval}.jsonl, meta.json, summary.md
+train_counts = {'CLASSIFICATION': 20000, 'DOA': 20000, 'MIXUP_SINGLE_CLASSIFICATION': 20000, 'MIXUP_SINGLE_DOA': 20000,
+                'MIXUP_DIRECTION': 20000, 'MIXUP_DISTANCE_BOTH': 20000, 'MIXUP_NONBINARY_DIRECTION': 5000,
+                'MIXUP_NONBINARY_DISTANCE': 5000, 'MIXUP_NONBINARY_SOURCE': 5000}  # items per question_type
+eval_counts = {t: 1000 for t in QUESTION_TYPES}  # items per question_type
+angle_margin_deg = 20.0   # relative direction questions: angle difference at least this (deg)
+side_margin_deg = 10.0    # "the sound on your left": each source at least this far from the dividing plane (deg)
+distance_margin_m = 1.0   # relative distance questions: distance difference at least this (m)
+min_separation_m = 0.5    # two sources of one item at least this far apart (m)
+seed = 1337
+device = 'cpu'            # unused (no tensors here); accepted like every stage
+# -----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    exec(open('configurator.py').read())
+    from features import read_rirs, read_sources
+    unknown = (set(train_counts) | set(eval_counts)) - set(QUESTION_TYPES)
+    assert not unknown, f'unknown question_type(s) in counts: {sorted(unknown)}; expected {QUESTION_TYPES}'
+    margins = {'angle_margin_deg': angle_margin_deg, 'side_margin_deg': side_margin_deg,
+               'distance_margin_m': distance_margin_m, 'min_separation_m': min_separation_m}
+    t0 = time.time()
+    clips = read_sources(sources)
+    audio_root = os.path.dirname(os.path.abspath(sources))
+    out, lines = {}, ['# SpatialSoundQA-style items', '', f'margins: {margins}; seed {seed}', '']
+    for k, split in enumerate(('train', 'eval')):
+        rirs = read_rirs(render_dir, split)
+        maker = Maker([c for c in clips if c['split'] == split], rirs, audio_root, split, margins, seed + k)
+        out[split] = maker.make(train_counts if split == 'train' else eval_counts)
+        common.write_jsonl(os.path.join(out_dir, f'{split}.jsonl'), out[split])
+        lines += summary(split, out[split])
+        print(f'{split}: {len(out[split])} items from {len(maker.clips)} clips, {len(rirs)} IRs')
+    rooms = {s: {it['reverb_id'].split('/')[0] for it in out[s]} for s in out}
+    if rooms['train'] & rooms['eval']:
+        print(f"warning: {len(rooms['train'] & rooms['eval'])} room(s) appear in both train and eval IRs")
+    meta = {'audio_root': audio_root, 'reverb_root': os.path.join(os.path.abspath(render_dir), 'binaural'),
+            'classes': sorted({lab for c in clips for lab in c['labels']}), 'stages': STAGES,
+            'counts': {s: dict(collections.Counter(it['question_type'] for it in out[s])) for s in out},
+            'margins': margins, 'seed': seed, 'sources': os.path.abspath(sources)}
+    common.write_json(os.path.join(out_dir, 'meta.json'), meta)
+    lines += [f'{time.time() - t0:.1f} s']
+    common.write_text(os.path.join(out_dir, 'summary.md'), '\n'.join(lines) + '\n')
+    print(f'wrote {out_dir}/{{train,eval}}.jsonl, meta.json, summary.md in {time.time() - t0:.1f} s')

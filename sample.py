@@ -1,0 +1,86 @@
+"""
+Ask a trained BAT a question about one binaural recording (or a dry clip placed in a room by an impulse response).
+
+    python sample.py --wav=x.wav --question="Where is the sound coming from?"
+    python sample.py --clip=dry.wav --rir=out/demo/rirs/binaural/<room>/0.npy --question="What sound is this?"
+    python sample.py --ckpt=out/bat/ckpt.pt --wav=x.wav --question="..." --beams=4 --device=cuda
+
+The WAV must have two channels (left, right). Another sample rate is resampled to 32 kHz (with a note); the clip is
+looped/cropped to the length the model was trained on.
+"""
+import json
+import math
+import os
+
+import numpy as np
+
+SAMPLE_RATE = 32000
+
+
+def read_binaural(path, clip_seconds, sample_rate=SAMPLE_RATE, log=print):
+    """A 2-channel audio file -> np.float32 (2, N) at sample_rate, looped/cropped to clip_seconds."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+    if not os.path.exists(path):
+        raise SystemExit(f"sample: no such file {path}")
+    x, sr = sf.read(path, dtype='float32', always_2d=True)  # (N, C)
+    if x.shape[1] != 2:
+        raise SystemExit(f"sample: {path} has {x.shape[1]} channel(s) ({'mono' if x.shape[1] == 1 else 'multi'}); "
+                         f"BAT needs a binaural (2-channel: left, right) recording. For a mono clip use --clip= with --rir=")
+    if sr != sample_rate:
+        g = math.gcd(sr, sample_rate)
+        x = resample_poly(x, sample_rate // g, sr // g, axis=0).astype(np.float32)
+        log(f"sample: note: {path} is {sr} Hz; resampled to {sample_rate} Hz")
+    n = int(round(clip_seconds * sample_rate))
+    reps = -(-n // max(len(x), 1))
+    return np.ascontiguousarray(np.tile(x, (reps, 1))[:n].T)  # (2, N)
+
+
+def place_clip(clip, rir, clip_seconds, device):
+    """A dry clip + a (2, L) IR -> (1, 2, N) binaural waveform, as the QA data are made."""
+    import torch
+    from features import load_clip, load_rir, convolve_mix
+    dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds)).to(device)
+    ir = torch.from_numpy(load_rir(rir)).to(device)
+    return convolve_mix(dry[None, None], ir[None, None], torch.ones(1, dtype=torch.long, device=device))
+
+# -----------------------------------------------------------------------------
+# config
+ckpt = 'out/demo/bat/ckpt.pt'  # train_bat.py checkpoint
+wav = ''                       # a binaural (2-channel) audio file
+clip = ''                      # ... or a dry mono clip
+rir = ''                       # ... with a (2, L) .npy impulse response
+question = ''                  # the question to ask
+max_new_tokens = 32
+beams = 1                      # 1 = greedy | 4 = beam search (released recipe)
+out_dir = ''                   # '' = print only; else also write <out_dir>/answer.json
+device = 'auto'                # 'auto' | 'cpu' | 'cuda'
+seed = 1337
+# -----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    exec(open('configurator.py').read())
+    import torch
+    from bat import load_bat, encode_waveforms, format_prompt
+    from common import write_json
+    if not question:
+        raise SystemExit('sample: give --question="..."')
+    if bool(wav) == bool(clip) or bool(clip) != bool(rir):
+        raise SystemExit('sample: give either --wav=binaural.wav, or --clip=dry.wav together with --rir=ir.npy')
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    torch.manual_seed(seed)
+    model, encoder, tok, ck = load_bat(ckpt, device)
+    clip_seconds = ck['config']['clip_seconds']
+    if wav:
+        x = torch.from_numpy(read_binaural(wav, clip_seconds))[None].to(device)  # (1, 2, N)
+    else:
+        x = place_clip(clip, rir, clip_seconds, device)
+    audio = encode_waveforms(encoder, x).float()
+    ids = model.answer(audio, [tok.encode(format_prompt(question), bos=True, eos=False)], tok.pad_id, tok.eos_id,
+                       max_new_tokens, beams)[0]
+    answer = tok.decode(ids).strip()
+    print(f"question: {question}\nanswer: {answer}")
+    if out_dir:
+        write_json(os.path.join(out_dir, 'answer.json'), {'question': question, 'answer': answer,
+                                                          'input': wav or [clip, rir], 'ckpt': os.path.abspath(ckpt)})

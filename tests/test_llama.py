@@ -1,0 +1,369 @@
+"""
+llama.py against transformers' LlamaForCausalLM (parity), and against itself (KV cache, padding, LoRA, loaders).
+Run: python -m pytest -q tests/test_llama.py    (CPU, tiny random models, ~30 s)
+"""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+import llama
+from llama import (CheckpointError, ModelArgs, Transformer, apply_lora, load, load_lora, lora_state_dict, merge_lora,
+                   permute_qk, unpermute_qk)
+
+TINY = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, multiple_of=32, max_seq_len=128)
+
+
+def tiny_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    m = Transformer(ModelArgs(**{**TINY.__dict__, **kw})).eval()
+    with torch.no_grad():  # random norm weights, so a wrong norm/name mapping cannot hide behind ones
+        for n, p in m.named_parameters():
+            if n.endswith('norm.weight'):
+                p.uniform_(0.5, 1.5)
+    return m
+
+
+def write_hf(path, n_kv_heads, shard=False, seed=0):
+    """A random LLaMA checkpoint written by transformers itself; returns the HF model."""
+    transformers = pytest.importorskip('transformers')
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=n_kv_heads, vocab_size=96, max_position_embeddings=128,
+                                   rms_norm_eps=1e-5, tie_word_embeddings=False, initializer_range=0.1,
+                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for n, p in hf.named_parameters():
+            if n.endswith('norm.weight'):
+                p.uniform_(0.5, 1.5)
+    hf.save_pretrained(path, max_shard_size='40KB' if shard else '1GB')
+    return hf
+
+
+@pytest.fixture(scope='module', params=['mha', 'gqa_sharded'])
+def hf_pair(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(request.param)
+    shard = request.param == 'gqa_sharded'
+    hf = write_hf(path, n_kv_heads=2 if shard else 4, shard=shard)
+    if shard:
+        assert (path / 'model.safetensors.index.json').exists()
+    return hf, load(path), path
+
+
+def test_hf_logits_match(hf_pair):
+    hf, ours, _ = hf_pair
+    x = torch.randint(0, 96, (3, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (ours(x) - hf(x).logits).abs().max().item()
+    assert diff <= 1e-4
+
+
+def test_hf_greedy_generation_identical(hf_pair):
+    hf, ours, _ = hf_pair
+    x = torch.randint(3, 96, (2, 7), generator=torch.Generator().manual_seed(2))
+    hf.generation_config.eos_token_id = None  # run all 32 steps on both sides
+    ref = hf.generate(x, max_new_tokens=32, do_sample=False, attention_mask=torch.ones_like(x))
+    assert torch.equal(ours.generate(x, max_new_tokens=32), ref)
+
+
+def test_hf_left_padded_logits_match(hf_pair):
+    hf, ours, _ = hf_pair
+    x = torch.randint(3, 96, (2, 12), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(x)
+    mask[0, :5] = 0  # row 0 left-padded by 5
+    x[0, :5] = 0
+    with torch.no_grad():
+        a = ours(x, attention_mask=mask)
+        b = hf(x, attention_mask=mask).logits
+    real = mask.bool()
+    assert (a[real] - b[real]).abs().max().item() <= 1e-4
+
+
+def test_rope_convention_is_metas_interleaved():
+    # our rotation == Meta's complex multiplication on interleaved pairs
+    x = torch.randn(2, 5, 3, 8)
+    cos, sin = llama.rope_tables(8, 16, 10000.0, 'cpu')
+    pos = torch.tensor([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]])
+    ours = llama.apply_rope(x, cos[pos], sin[pos])
+    rot = torch.polar(torch.ones_like(cos), torch.atan2(sin, cos))[pos][:, :, None]  # (B, T, 1, 4)
+    ref = torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rot).flatten(-2)
+    assert (ours - ref).abs().max() < 1e-5
+    w = torch.randn(2 * 8, 5)
+    assert torch.equal(unpermute_qk(permute_qk(w, 2), 2), w)
+    assert not torch.equal(permute_qk(w, 2), w)
+
+
+def step_logits(m, x=None, embeds=None, mask=None, n_prefill=4):
+    """Logits of every position computed chunk + one token at a time through the KV cache."""
+    seq = x if embeds is None else embeds
+    B, T = seq.shape[:2]
+    cache = m.new_cache(B, T)
+    kw = lambda s, e: dict(tokens=None if x is None else x[:, s:e], embeds=None if embeds is None else embeds[:, s:e],
+                           attention_mask=None if mask is None else mask[:, :e], cache=cache, start_pos=s)
+    out = [m(**kw(0, n_prefill))]
+    for t in range(n_prefill, T):
+        out.append(m(**kw(t, t + 1)))
+    return torch.cat(out, 1)
+
+
+@torch.no_grad()
+def test_kv_cache_equals_full_recompute():
+    m = tiny_model()
+    x = torch.randint(0, 96, (2, 20))
+    assert (step_logits(m, x) - m(x)).abs().max() <= 1e-5
+    # a longer chunk after cached tokens (causal with an offset)
+    cache = m.new_cache(2, 20)
+    m(x[:, :6], cache=cache)
+    assert (m(x[:, 6:], cache=cache, start_pos=6) - m(x)[:, 6:]).abs().max() <= 1e-5
+
+
+@torch.no_grad()
+def test_kv_cache_with_embeds_prefix_and_left_padding():
+    m = tiny_model()
+    x = torch.randint(0, 96, (3, 12))
+    prefix = torch.randn(3, 5, 64) * 0.5  # stands in for projected audio tokens
+    e = torch.cat([prefix, m.embed(x)], 1)
+    assert (step_logits(m, embeds=e) - m(embeds=e)).abs().max() <= 1e-5
+    mask = torch.ones(3, 17, dtype=torch.long)
+    mask[1, :3] = 0
+    mask[2, :6] = 0
+    full = m(embeds=e, attention_mask=mask)
+    stepped = step_logits(m, embeds=e, mask=mask, n_prefill=8)
+    real = mask.bool()
+    assert (stepped - full)[real].abs().max() <= 1e-5
+
+
+@torch.no_grad()
+def test_static_cache_path_equals_sliced_path():
+    # the CUDA-graph decode path (tensor positions, attention over the whole zero-initialised cache) on CPU
+    m = tiny_model()
+    x = torch.randint(0, 96, (2, 14))
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    mask[1, :4] = False
+    cache = m.new_cache(2, 20)
+    m(x[:, :8], attention_mask=mask[:, :8], cache=cache)
+    steps = [m(x[:, t:t + 1], attention_mask=mask, cache=cache, start_pos=torch.tensor([t])) for t in range(8, 14)]
+    full = m(x, attention_mask=mask[:, :14])[:, 8:]
+    assert (torch.cat(steps, 1) - full)[mask[:, 8:14]].abs().max() <= 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA graphs need a GPU')
+def test_cuda_graph_generate_equals_eager():
+    m = tiny_model().cuda()
+    x = torch.randint(0, 96, (2, 8), device='cuda')
+    mask = torch.ones_like(x)
+    mask[0, :3] = 0
+    for kw in ({}, {'attention_mask': mask}):
+        graph = m.generate(x, max_new_tokens=12, cuda_graph=True, **kw)
+        assert torch.equal(graph, m.generate(x, max_new_tokens=12, **kw))
+
+
+@torch.no_grad()
+def test_left_padded_row_equals_unpadded_row():
+    m = tiny_model()
+    a, b = torch.randint(3, 96, (1, 9)), torch.randint(3, 96, (1, 6))
+    batch = torch.cat([a, torch.cat([torch.full((1, 3), 2), b], 1)])  # b left-padded with 3 x pad id 2
+    mask = torch.ones_like(batch)
+    mask[1, :3] = 0
+    logits = m(batch, attention_mask=mask)
+    assert (logits[1, 3:] - m(b)[0]).abs().max() <= 1e-5
+    assert (logits[0] - m(a)[0]).abs().max() <= 1e-5
+    out = m.generate(batch, max_new_tokens=10, attention_mask=mask)
+    assert out.shape == (2, 19)
+    assert torch.equal(out[1, 9:], m.generate(b, max_new_tokens=10)[0, 6:])
+    assert torch.equal(out[0, 9:], m.generate(a, max_new_tokens=10)[0, 9:])
+    # the embeddings path: row 1 = 3 pad slots (garbage values), an audio-like prefix, then text b
+    prefix = torch.randn(2, 4, 64) * 0.5
+    e = torch.stack([torch.cat([prefix[0], m.embed(a)[0]]), torch.cat([torch.randn(3, 64), prefix[1], m.embed(b)[0]])])
+    emask = torch.tensor([[1] * 13, [0] * 3 + [1] * 10])
+    got = m.generate(embeds=e, attention_mask=emask, max_new_tokens=8)
+    alone = m.generate(embeds=torch.cat([prefix[1:], m.embed(b)], 1), max_new_tokens=8)
+    assert torch.equal(got[1], alone[0])
+
+
+@torch.no_grad()
+def test_generate_embeds_returns_only_new_tokens():
+    m = tiny_model()
+    x = torch.randint(0, 96, (2, 8))
+    with_tokens = m.generate(x, max_new_tokens=6)
+    assert torch.equal(m.generate(embeds=m.embed(x), max_new_tokens=6), with_tokens[:, 8:])
+
+
+@torch.no_grad()
+def test_eos_stops_per_sequence():
+    m = tiny_model()
+    x = torch.randint(0, 96, (2, 8))
+    free = m.generate(x, max_new_tokens=8)[:, 8:]
+    eos = free[0, 2].item()  # row 0 hits this id at step 2 (or earlier)
+    out = m.generate(x, max_new_tokens=8, eos_id=eos)[:, 8:]
+    assert out.shape == (2, 8)
+    first = (free[0] == eos).nonzero()[0].item()
+    assert torch.equal(out[0, :first + 1], free[0, :first + 1]) and (out[0, first:] == eos).all()
+    hit = (free[1] == eos).nonzero()
+    stop = hit[0].item() if len(hit) else 8
+    assert torch.equal(out[1, :stop], free[1, :stop])
+
+
+@torch.no_grad()
+def test_sampling():
+    m = tiny_model()
+    x = torch.randint(0, 96, (2, 5))
+    greedy = m.generate(x, max_new_tokens=6)
+    assert torch.equal(m.generate(x, max_new_tokens=6, temperature=1.0, top_p=1e-6), greedy)  # nucleus of one
+    s1 = m.generate(x, max_new_tokens=6, temperature=2.0, generator=torch.Generator().manual_seed(0))
+    s2 = m.generate(x, max_new_tokens=6, temperature=2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(s1, s2) and not torch.equal(s1, greedy)
+    # top-p keeps only the most likely tokens whose mass reaches p
+    logits = torch.tensor([[3.0, 2.0, 0.0, -1.0]])
+    draws = torch.stack([llama.sample(logits, 1.0, 0.7, torch.Generator().manual_seed(i)) for i in range(200)])
+    assert set(draws.flatten().tolist()) == {0, 1}
+
+
+def test_loss_ignores_minus_one():
+    m = tiny_model()
+    x = torch.randint(0, 96, (2, 10))
+    y = torch.randint(0, 96, (2, 10))
+    y[:, :4] = -1
+    logits, loss = m(x, targets=y)
+    ref = F.cross_entropy(logits[:, 4:].reshape(-1, 96), y[:, 4:].reshape(-1))
+    assert abs(loss.item() - ref.item()) < 1e-6
+
+
+def meta_from_hf(hf_model, path, n_shards=2):
+    """Write a transformers model as Meta's layout: Meta names, Meta q/k order, split like model parallelism."""
+    cfg = hf_model.config
+    sd = {}
+    for k, v in hf_model.state_dict().items():
+        if 'rotary_emb' in k:
+            continue
+        ours = llama.hf_to_meta_key(k)
+        if ours.endswith('attention.wq.weight'):
+            v = unpermute_qk(v, cfg.num_attention_heads)
+        elif ours.endswith('attention.wk.weight'):
+            v = unpermute_qk(v, cfg.num_key_value_heads)
+        sd[ours] = v.clone()
+    for i in range(n_shards):
+        shard = {'rope.freqs': torch.zeros(8)}
+        for k, v in sd.items():
+            dim = llama.META_SPLIT.get(k.split('.')[-2])
+            shard[k] = v if dim is None else v.chunk(n_shards, dim=dim)[i].clone()
+        torch.save(shard, path / f'consolidated.{i:02d}.pth')
+    params = dict(dim=cfg.hidden_size, n_layers=cfg.num_hidden_layers, n_heads=cfg.num_attention_heads,
+                  n_kv_heads=cfg.num_key_value_heads, multiple_of=32, norm_eps=cfg.rms_norm_eps, vocab_size=-1)
+    (path / 'params.json').write_text(json.dumps(params))
+
+
+def test_meta_layout_round_trip(hf_pair, tmp_path):
+    hf, ours, _ = hf_pair
+    meta_from_hf(hf, tmp_path)  # intermediate 192 = Meta's formula for dim 64, multiple_of 32
+    m = load(tmp_path)
+    x = torch.randint(0, 96, (2, 16))
+    with torch.no_grad():
+        assert (m(x) - ours(x)).abs().max() <= 1e-5
+
+
+def test_load_bf16_without_fp32_copy(hf_pair):
+    _, ours, path = hf_pair
+    m = load(path, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in m.parameters())
+    x = torch.randint(0, 96, (1, 16))
+    with torch.no_grad():
+        assert (m(x).float() - ours(x)).abs().max() < 0.1
+
+
+def test_loader_errors(tmp_path):
+    hf = write_hf(tmp_path / 'src', n_kv_heads=2)
+    cfg = json.loads((tmp_path / 'src' / 'config.json').read_text())
+    good = {k: v.contiguous() for k, v in hf.state_dict().items()}
+
+    def broken(name, sd):
+        d = tmp_path / name
+        d.mkdir()
+        (d / 'config.json').write_text(json.dumps(cfg))
+        save_file(sd, d / 'model.safetensors')
+        with pytest.raises(CheckpointError) as e:
+            load(d)
+        return str(e.value)
+
+    sd = dict(good)
+    del sd['model.layers.1.mlp.up_proj.weight']
+    assert "missing keys: ['layers.1.feed_forward.w3.weight']" in broken('missing', sd)
+    sd = dict(good, **{'model.norm.weight': torch.ones(65)})
+    assert 'wrong shapes: [\'norm.weight: expected (64,), got (65,)\']' in broken('shape', sd)
+    sd = dict(good, **{'model.layers.0.self_attn.q_proj.bias': torch.zeros(64)})
+    assert "unexpected keys: ['model.layers.0.self_attn.q_proj.bias']" in broken('unknown', sd)
+    sd = dict(good, **{'model.layers.0.self_attn.rotary_emb.inv_freq': torch.zeros(8)})  # skipped silently
+    d = tmp_path / 'inv_freq'
+    d.mkdir()
+    (d / 'config.json').write_text(json.dumps(cfg))
+    save_file(sd, d / 'model.safetensors')
+    load(d)
+
+
+def test_lora_init_train_merge_save(tmp_path):
+    m = tiny_model()
+    x = torch.randint(0, 96, (4, 12))
+    with torch.no_grad():
+        base = m(x)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    apply_lora(m, rank=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        assert (m(x) - base).abs().max() == 0  # B starts at zero
+    trainable = [n for n, p in m.named_parameters() if p.requires_grad]
+    assert trainable and all(n.endswith(('wq.lora_a', 'wq.lora_b', 'wv.lora_a', 'wv.lora_b')) for n in trainable)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    m.train()
+    y = torch.roll(x, -1, 1)
+    losses = []
+    for _ in range(10):
+        _, loss = m(x, targets=y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    m.eval()
+    assert losses[-1] < losses[0]
+    after = m.state_dict()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f'{k} changed'  # only LoRA weights moved
+    lora = lora_state_dict(m)
+    assert set(lora) == {f'layers.{i}.attention.{w}.lora_{ab}' for i in range(2) for w in ('wq', 'wv') for ab in 'ab'}
+    torch.save(lora, tmp_path / 'lora.pt')
+    with torch.no_grad():
+        tuned = m(x)
+        saved = torch.load(tmp_path / 'lora.pt', weights_only=True)
+        fresh = load_lora(apply_lora(tiny_model(), rank=4, alpha=8), saved)
+        assert (fresh(x) - tuned).abs().max() <= 1e-6
+        merge_lora(m)
+        assert not any(isinstance(mod, llama.LoRALinear) for mod in m.modules())
+        assert (m(x) - tuned).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match='missing'):
+        load_lora(apply_lora(tiny_model()), {})
+
+
+def test_tokenizer_train_and_round_trip(tmp_path):
+    pytest.importorskip('sentencepiece')
+    texts = ['Where is the sound coming from?', 'left, front, below; 1.5m', 'Dog; Bark', 'Is the dog to the left of '
+             'the piano?', 'Yes', 'No', 'right, behind, above; 10m', 'What sound events can you hear?'] * 20
+    path = llama.train_tokenizer(texts, tmp_path / 'tok', vocab_size=400)
+    tok = llama.Tokenizer(path)
+    assert (tok.bos_id, tok.eos_id, tok.sp.unk_id(), tok.pad_id) == (1, 2, 0, 2)
+    for s in ['left, front, below; 1.5m', 'Dog; Bark', 'a  b  ÄÖ ~{}']:  # last one: unseen chars via byte fallback
+        ids = tok.encode(s, bos=True, eos=True)
+        assert ids[0] == 1 and ids[-1] == 2 and max(ids) < tok.n_words
+        assert tok.decode(ids) == s
+    assert tok.decode(torch.tensor(tok.encode('Yes') + [tok.pad_id] * 3)) == 'Yes'
+
+
+def test_model_args_defaults_are_llama2_7b():
+    a = ModelArgs()
+    got = (a.dim, a.n_layers, a.n_heads, a.vocab_size, a.ffn_hidden(), a.norm_eps)
+    assert got == (4096, 32, 32, 32000, 11008, 1e-5)
+    with torch.device('meta'):
+        m = Transformer(a)
+    assert m.num_params() == 6_738_415_616 and len(m.state_dict()) == 291
+    assert math.isclose(a.rope_theta, 10000.0)

@@ -1,0 +1,233 @@
+"""make_qa.py: answers match the geometry, balance, pairing rules, eval-only clips/rooms/phrasings, determinism."""
+import collections
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import common  # noqa: E402
+import make_qa  # noqa: E402
+
+COUNTS = {t: 40 for t in make_qa.QUESTION_TYPES}
+MARGINS = dict(angle=20.0, side=10.0, dist=1.0, sep=0.5)
+
+
+def fake_render(root, rng):
+    """Two rooms per split, one listener each, 24 sources around it (tiny IR files; make_qa reads no audio)."""
+    for split in ('train', 'eval'):
+        recs = []
+        for room in range(2):
+            room_id = f'{split}_{room:03d}'
+            os.makedirs(root / 'binaural' / room_id, exist_ok=True)
+            lis = np.array([3.0, 1.5, 3.0]) + rng.uniform(-0.5, 0.5, 3)
+            for k in range(24):
+                src = lis + rng.uniform([-2.8, -1.2, -2.8], [2.8, 1.2, 2.8])
+                np.save(root / 'binaural' / room_id / f'{k}.npy', np.zeros((2, 8), np.float32))
+                recs.append({'fname': f'{room_id}/{k}.npy', 'sensor_position': common.format_xyz(lis),
+                             'source_position': common.format_xyz(src), 'agent_position': common.format_xyz(lis),
+                             'room_dims': [6, 3, 6], 'absorption': 0.3, 'rt60': 0.4})
+        common.write_jsonl(str(root / f'{split}_reverberation.jsonl'), recs)
+
+
+def fake_sources(root):
+    # 12 single-label classes plus a two-label clip sharing 'Bell' (so the no-shared-label rule matters)
+    rows = []
+    for c in range(12):
+        for i in range(4):
+            rows.append({'path': f'c{c}/{i}.flac', 'labels': [f'Class {c}'], 'split': 'eval' if i == 3 else 'train'})
+    rows += [{'path': 'multi/0.flac', 'labels': ['Bell', 'Class 0'], 'split': 'train'},
+             {'path': 'multi/1.flac', 'labels': ['Bell', 'Class 1'], 'split': 'eval'}]
+    common.write_jsonl(str(root / 'sources.jsonl'), rows)
+
+
+def run_make_qa(tmp, out, seed=1337):
+    cfg = tmp / f'cfg_{out}.py'
+    cfg.write_text(f'sources = {str(tmp / "src" / "sources.jsonl")!r}\nrender_dir = {str(tmp / "rirs")!r}\n'
+                   f'out_dir = {str(tmp / out)!r}\ntrain_counts = {COUNTS!r}\neval_counts = {COUNTS!r}\n'
+                   f'seed = {seed}\n')
+    r = subprocess.run([sys.executable, 'make_qa.py', str(cfg)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return tmp / out
+
+
+@pytest.fixture(scope='module')
+def qa(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('qa')
+    (tmp / 'src').mkdir()
+    fake_render(tmp / 'rirs', np.random.default_rng(0))
+    fake_sources(tmp / 'src')
+    out = run_make_qa(tmp, 'qa')
+    data = {s: common.read_records(str(out / f'{s}.jsonl')) for s in ('train', 'eval')}
+    irs = {r['fname']: r for s in ('train', 'eval') for r in common.read_records(str(tmp / 'rirs' / f'{s}_reverberation.jsonl'))}
+    clips = {r['path']: r for r in common.read_records(str(tmp / 'src' / 'sources.jsonl'))}
+    return tmp, out, data, irs, clips
+
+
+def template_regex(tpl):
+    rx = re.escape(tpl)
+    phrases = {'where': make_qa.WHERE_PHRASE, 'rel': make_qa.REL_PHRASE, 'choice': make_qa.CHOICE_PHRASE,
+               'cmp': make_qa.CMP_PHRASE}
+    for key in ('x', 'y', 'where', 'rel', 'choice', 'cmp'):
+        alt = '|'.join(re.escape(v) for v in phrases[key].values()) if key in phrases else '.+?'
+        rx = rx.replace(re.escape('{' + key + '}'), f'(?P<{key}>{alt})')
+    return re.compile('^' + rx + '$')
+
+
+NAMES = {f'class {c}' for c in range(12)} | {'bell'}
+
+
+def parse(record, phrasing):
+    """The placeholders of the first template of this phrasing set that yields the question (names must be real)."""
+    for tpl in make_qa.TEMPLATES[record['question_type']][phrasing]:
+        m = template_regex(tpl).match(record['question'])
+        if m and all(m.groupdict().get(k) in NAMES for k in ('x', 'y') if '{' + k + '}' in tpl):
+            return m.groupdict()
+    return None
+
+
+def geo(ir):
+    dx, dy, dz = common.offset(ir['sensor_position'], ir['source_position'])
+    d = math.sqrt(dx * dx + dy * dy + dz * dz)
+    return {'left': -math.degrees(math.asin(dx / d)), 'right': math.degrees(math.asin(dx / d)),
+            'front': math.degrees(math.asin(-dz / d)), 'behind': -math.degrees(math.asin(-dz / d)),
+            'above': math.degrees(math.atan2(dy, math.hypot(dx, dz))),
+            'below': -math.degrees(math.atan2(dy, math.hypot(dx, dz))), 'closer': -d, 'farther': d,
+            'pos': np.array(common.parse_xyz(ir['source_position']))}
+
+
+def holds(rel, a, b):
+    """a is clearly <rel> b (our own statement of the margins)."""
+    margin = MARGINS['dist'] if rel in ('closer', 'farther') else MARGINS['angle']
+    return a[rel] - b[rel] >= margin - 1e-9
+
+
+def doa(ir):
+    t = common.targets_of(ir['sensor_position'], ir['source_position'])
+    return f"{', '.join(t['direction'])}; {common.distance_words(t['distance'])}"
+
+
+def invert(table):
+    return {v: k for k, v in table.items()}
+
+
+def test_answers_match_geometry_for_every_type(qa):
+    _, _, data, irs, clips = qa
+    seen = collections.Counter()
+    for split, items in data.items():
+        for r in items:
+            qt, ans = r['question_type'], r['answer']
+            seen[qt] += 1
+            p = parse(r, split)
+            assert p is not None, f'question not from the {split} phrasings: {r["question"]}'
+            ia, ca = irs[r['reverb_id']], clips[r['audio_id']]
+            assert r['targets'][0] == {'labels': ca['labels'], **common.targets_of(ia['sensor_position'], ia['source_position'])}
+            if qt == 'CLASSIFICATION':
+                assert ans == '; '.join(ca['labels']) and r['audio_id2'] is None and r['reverb_id2'] is None
+                continue
+            if qt == 'DOA':
+                assert ans == doa(ia) and r['audio_id2'] is None
+                continue
+            ib, cb = irs[r['reverb_id2']], clips[r['audio_id2']]
+            ga, gb = geo(ia), geo(ib)
+            assert r['targets'][1]['labels'] == cb['labels']
+            if qt == 'MIXUP_SINGLE_CLASSIFICATION':
+                side = invert(make_qa.WHERE_PHRASE)[p['where']]
+                assert ga[side] >= MARGINS['side'] - 1e-9 and -gb[side] >= MARGINS['side'] - 1e-9
+                assert ans == '; '.join(ca['labels'])
+            elif qt == 'MIXUP_SINGLE_DOA':
+                assert ans == doa(ia) and p['x'] == ca['labels'][0].lower()
+            elif qt in make_qa.BINARY_TYPES:
+                rel = invert(make_qa.REL_PHRASE)[p['rel']]
+                assert (p['x'], p['y']) == (ca['labels'][0].lower(), cb['labels'][0].lower())
+                assert holds(rel, ga, gb) if ans == 'Yes' else (ans == 'No' and holds(make_qa.OPPOSITE[rel], ga, gb))
+            elif qt == 'MIXUP_NONBINARY_DIRECTION':
+                assert ans in make_qa.DIRECTIONS and holds(ans, ga, gb)
+                assert p['choice'] == make_qa.CHOICE_PHRASE.get(ans) or \
+                    p['choice'] == make_qa.CHOICE_PHRASE[make_qa.OPPOSITE[ans]]
+            elif qt == 'MIXUP_NONBINARY_DISTANCE':
+                assert ans == common.distance_words(float(np.linalg.norm(ga['pos'] - gb['pos'])))
+            elif qt == 'MIXUP_NONBINARY_SOURCE':
+                rel = invert(make_qa.CMP_PHRASE)[p['cmp']]
+                assert holds(rel, ga, gb) and ans == '; '.join(ca['labels'])
+    assert set(seen) == set(make_qa.QUESTION_TYPES)
+
+
+def test_binary_balanced_and_counts(qa):
+    _, out, data, _, _ = qa
+    for items in data.values():
+        c = collections.Counter(r['question_type'] for r in items)
+        assert all(c[t] == COUNTS[t] for t in make_qa.QUESTION_TYPES)
+        for t in make_qa.BINARY_TYPES:
+            yn = collections.Counter(r['answer'] for r in items if r['question_type'] == t)
+            assert yn == {'Yes': COUNTS[t] // 2, 'No': COUNTS[t] // 2}
+        assert sorted(r['question_id'] for r in items) == list(range(len(items)))
+    meta = json.loads((out / 'meta.json').read_text())
+    assert meta['stages']['1'] == ['CLASSIFICATION', 'DOA'] and len(meta['stages']['3']) == 9
+    assert meta['stages']['2'] == make_qa.stage_types(2)
+    assert os.path.isdir(meta['reverb_root']) and os.path.isdir(meta['audio_root'])
+    assert 'Bell' in meta['classes'] and (out / 'summary.md').read_text().count('MIXUP_DIRECTION') >= 2
+
+
+def test_pairs_same_room_listener_different_irs_and_classes(qa):
+    _, _, data, irs, clips = qa
+    for items in data.values():
+        for r in items:
+            if r['audio_id2'] is None:
+                continue
+            a, b = irs[r['reverb_id']], irs[r['reverb_id2']]
+            assert r['reverb_id'] != r['reverb_id2'] and r['reverb_id'].split('/')[0] == r['reverb_id2'].split('/')[0]
+            assert common.parse_xyz(a['sensor_position']) == common.parse_xyz(b['sensor_position'])
+            assert not set(clips[r['audio_id']]['labels']) & set(clips[r['audio_id2']]['labels'])
+            pa, pb = np.array(common.parse_xyz(a['source_position'])), np.array(common.parse_xyz(b['source_position']))
+            assert np.linalg.norm(pa - pb) >= MARGINS['sep']
+
+
+def test_eval_uses_only_eval_clips_rooms_phrasings(qa):
+    _, _, data, _, clips = qa
+    for split, items in data.items():
+        for r in items:
+            for a in (r['audio_id'], r['audio_id2']):
+                assert a is None or clips[a]['split'] == split
+            for h in (r['reverb_id'], r['reverb_id2']):
+                assert h is None or h.startswith(split + '_')
+            other = 'train' if split == 'eval' else 'eval'
+            assert parse(r, split) is not None and parse(r, other) is None, r['question']
+
+
+def test_same_seed_identical_files(qa):
+    tmp, out, _, _, _ = qa
+    again = run_make_qa(tmp, 'qa_again')
+    other = run_make_qa(tmp, 'qa_other', seed=7)
+    for s in ('train.jsonl', 'eval.jsonl'):
+        assert (out / s).read_bytes() == (again / s).read_bytes()
+        assert (out / s).read_bytes() != (other / s).read_bytes()
+
+
+def test_official_records_load(tmp_path):
+    """A record in the official SpatialSoundQA layout ({"data": [...]}, audio_id without extension) loads and mixes."""
+    import soundfile as sf
+    features = pytest.importorskip('features')
+    (tmp_path / 'AudioSet' / 'eval' / 'audio').mkdir(parents=True)
+    (tmp_path / 'mp3d_reverb' / 'binaural' / 'q9vSo1VnCiC').mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ('YI-HlrcP6Qg4', 'Yabcdefghij'):
+        sf.write(str(tmp_path / 'AudioSet' / 'eval' / 'audio' / f'{name}.wav'), 0.1 * rng.standard_normal(16000), 16000)
+    for k in (31, 32):
+        np.save(tmp_path / 'mp3d_reverb' / 'binaural' / 'q9vSo1VnCiC' / f'{k}.npy', rng.standard_normal((2, 50)).astype(np.float32))
+    rec = {'audio_id': 'eval/audio/YI-HlrcP6Qg4', 'reverb_id': 'q9vSo1VnCiC/32.npy', 'audio_id2': 'eval/audio/Yabcdefghij',
+           'reverb_id2': 'q9vSo1VnCiC/31.npy', 'question_id': 5, 'question_type': 'MIXUP_DIRECTION',
+           'question': 'Is the sound of the dog to the left of the sound of the banjo?', 'answer': 'Yes'}
+    (tmp_path / 'eval-stage3-direction.json').write_text(json.dumps({'data': [rec, {**rec, 'audio_id2': None, 'reverb_id2': None}]}, indent=1))
+    recs = common.read_records(str(tmp_path / 'eval-stage3-direction.json'))
+    assert recs[0] == rec and len(recs) == 2
+    wav = features.qa_waveforms(recs, str(tmp_path / 'AudioSet'), str(tmp_path / 'mp3d_reverb' / 'binaural'),
+                                features.AudioCache(), 'cpu', clip_seconds=0.5)
+    assert wav.shape == (2, 2, 16000) and bool(wav.abs().sum() > 0)

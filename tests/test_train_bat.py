@@ -1,0 +1,134 @@
+"""Smoke test of the whole BAT chain at tiny sizes on hand-made data: train_bat.py through the 3 stages, exact
+resume, eval.py writing every metric key, sample.py answering, and a 2-process torchrun (gloo) CPU run."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+CLASSES = ['Bark', 'Music', 'Speech']
+SR = 32000
+CLIP = 0.5  # seconds
+
+
+def words(d):
+    return f"{d[0]}, {d[1]}, {d[2]}"
+
+
+def make_tiny(root):
+    """4 dry clips, 4 IRs, QA items of every type with CONTRACTS answers, meta.json, a tiny encoder checkpoint."""
+    import soundfile as sf
+    import spatial_ast
+    rng = np.random.default_rng(0)
+    src, rev = root / 'sources', root / 'rirs' / 'binaural'
+    (src / 'clips').mkdir(parents=True)
+    (rev / 'room0').mkdir(parents=True)
+    t = np.arange(int(SR * CLIP)) / SR
+    for k in range(4):
+        sf.write(src / 'clips' / f'{k}.wav', (0.3 * np.sin(2 * np.pi * 300 * (k + 1) * t)).astype(np.float32), SR)
+        ir = np.zeros((2, 200), np.float32)
+        ir[0, 5 + 20 * k], ir[1, 5 + 40 * (3 - k)] = 1.0, 0.7  # interaural delay differs per IR
+        np.save(rev / 'room0' / f'{k}.npy', ir + 0.01 * rng.standard_normal((2, 200)).astype(np.float32))
+    dirs = [('left', 'front', 'above'), ('right', 'behind', 'below'), ('left', 'behind', 'above'), ('right', 'front', 'below')]
+    dist = ['1m', '2.5m', '4m', '1.5m']
+    recs = []
+    for k in range(4):
+        one = {'audio_id': f'clips/{k}.wav', 'reverb_id': f'room0/{k}.npy', 'audio_id2': None, 'reverb_id2': None}
+        two = {**one, 'audio_id2': f'clips/{(k + 1) % 4}.wav', 'reverb_id2': f'room0/{(k + 1) % 4}.npy'}
+        lab = CLASSES[k % 3]
+        recs += [{**one, 'question_type': 'CLASSIFICATION', 'question': 'Identify the sound events.', 'answer': lab},
+                 {**one, 'question_type': 'DOA', 'question': 'Where is the sound?', 'answer': f'{words(dirs[k])}; {dist[k]}'},
+                 {**two, 'question_type': 'MIXUP_SINGLE_CLASSIFICATION', 'question': 'What is on the left?', 'answer': lab},
+                 {**two, 'question_type': 'MIXUP_SINGLE_DOA', 'question': f'Where is the {lab}?',
+                  'answer': f'{words(dirs[k])}; {dist[k]}'},
+                 {**two, 'question_type': 'MIXUP_DIRECTION', 'question': 'Is A left of B?', 'answer': 'Yes' if k % 2 else 'No'},
+                 {**two, 'question_type': 'MIXUP_DISTANCE_BOTH', 'question': 'Is A nearer?', 'answer': 'No' if k % 2 else 'Yes'},
+                 {**two, 'question_type': 'MIXUP_NONBINARY_DISTANCE', 'question': 'How far apart?', 'answer': dist[k]}]
+    qa = root / 'qa'
+    qa.mkdir()
+    for i, r in enumerate(recs):
+        r['question_id'] = i
+    for split in ('train', 'eval'):
+        (qa / f'{split}.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs))
+    (qa / 'meta.json').write_text(json.dumps({'audio_root': str(src), 'reverb_root': str(rev), 'classes': CLASSES}))
+    args = spatial_ast.ModelArgs(n_frames=64, patch=16, dim=24, depth=1, n_heads=2, n_classes=3, drop_path=0.0)
+    torch.manual_seed(0)
+    enc = spatial_ast.SpatialAST(args)
+    (root / 'enc').mkdir()
+    torch.save({'model': enc.state_dict(), 'model_args': asdict(args), 'classes': CLASSES, 'config': {}},
+               root / 'enc' / 'ckpt.pt')
+    return qa, root / 'enc' / 'ckpt.pt'
+
+
+TINY = ['--clip_seconds=0.5', '--llm_dim=32', '--llm_layers=1', '--llm_heads=2', '--vocab_size=200',
+        '--qformer_layers=2', '--n_query=4', '--qformer_dim=24', '--qformer_heads=2', '--qformer_ffn=48',
+        '--batch_size=4', '--eval_interval=2', '--eval_iters=1', '--log_interval=1', '--device=cpu',
+        '--learning_rate=1e-3', '--warmup_iters=1', '--encode_batch_size=8', '--threads=1']
+
+
+def run(args, **kw):
+    p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+    assert p.returncode == 0, f"{args[:3]} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p.stdout
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp('bat'))
+
+
+def test_train_resume_eval_sample(tiny, tmp_path):
+    qa, enc = tiny
+    common = [PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stage_iters=[2,2,3]'] + TINY
+    full, parts = tmp_path / 'full', tmp_path / 'parts'
+    out = run(common + [f'--out_dir={full}'])
+    assert 'stage 3 iter 3/3' in out and '=== stage 2/3' in out
+    ck = torch.load(full / 'ckpt.pt', weights_only=False)
+    assert ck['stage'] == 3 and ck['iter_num'] == 7
+    assert any(k.startswith('projector.') for k in ck['model']) and any(k.startswith('llm.') for k in ck['model'])
+    # the same run, stopped in stage 2 and resumed, ends on the same weights
+    out = run(common + [f'--out_dir={parts}', '--stop_after=3'])
+    assert 'stopped at stage 2 iter 1' in out
+    out = run(common + [f'--out_dir={parts}', '--init_from=resume'])
+    assert 'resumed' in out and 'cache hit' in out
+    ck2 = torch.load(parts / 'ckpt.pt', weights_only=False)
+    for k, v in ck['model'].items():
+        assert torch.equal(v, ck2['model'][k]), k
+    # eval writes every metric key, for the model and the random answerer
+    ev = tmp_path / 'eval'
+    out = run([PY, 'eval.py', f'--ckpt={full / "ckpt.pt"}', f'--out_dir={ev}', '--device=cpu', '--embedder=exact'])
+    assert '| Random | P |' in out
+    m = json.loads((ev / 'metrics.json').read_text())
+    keys = ['A_mAP', 'C_mAP', 'B_doa_acc', 'D_doa_acc', 'B_der', 'D_der', 'E_direction_ba', 'E_distance_ba', 'E_avg']
+    for k in keys:
+        assert k in m and k in m['random'] and m[k] is not None
+    preds = [json.loads(line) for line in (ev / 'predictions.jsonl').read_text().splitlines()]
+    assert len(preds) == 28 and set(preds[0]) == {'id', 'type', 'question', 'reference', 'prediction'}
+    # sample.py on a binaural wav made from a clip and an IR
+    import soundfile as sf
+    wav = tmp_path / 'x.wav'
+    sf.write(wav, np.random.default_rng(0).standard_normal((8000, 2)).astype(np.float32) * 0.1, 16000)
+    out = run([PY, 'sample.py', f'--ckpt={full / "ckpt.pt"}', f'--wav={wav}', '--question=Where is the sound?',
+               '--device=cpu'])
+    assert 'resampled' in out and 'answer:' in out
+    sf.write(tmp_path / 'mono.wav', np.zeros(8000, np.float32), SR)
+    p = subprocess.run([PY, 'sample.py', f'--ckpt={full / "ckpt.pt"}', f'--wav={tmp_path / "mono.wav"}',
+                        '--question=Where?', '--device=cpu'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and 'mono' in (p.stdout + p.stderr)
+
+
+def test_torchrun_two_processes(tiny, tmp_path):
+    qa, enc = tiny
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    out = run([PY, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train_bat.py',
+               f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stage_iters=[1,1,2]', f'--out_dir={tmp_path}'] + TINY,
+              env=env)
+    assert 'stage 3 iter 2/2' in out
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=False)['stage'] == 3

@@ -1,0 +1,184 @@
+"""train_encoder.py: metrics, baselines, a smoke run, exact resume, and a 2-process CPU DDP run (gloo)."""
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from train_encoder import (average_precision, encoder_loss, fixed_eval_set, gcc_phat_itd, get_lr,
+                           great_circle_deg, itd_to_azimuth, mean_ap, param_groups, score)
+from spatial_ast import ModelArgs, SpatialAST, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 32000
+
+
+def make_data(folder, n_train=6, n_eval=3, n_rirs=8):
+    """A tiny source collection (tones and noise, 3 labels) and a render dir whose IRs are two delayed impulses
+    with the ITD of the source direction, in the layouts of CONTRACTS §3."""
+    rng = np.random.default_rng(0)
+    src = folder / 'sources'
+    src.mkdir(parents=True)
+    labels = ['Bell', 'Dog', 'Speech']
+    recs = []
+    for k in range(n_train + n_eval):
+        t = np.arange(int(0.4 * SR)) / SR
+        x = 0.3 * np.sin(2 * np.pi * (300 + 200 * (k % 3)) * t) + 0.05 * rng.standard_normal(len(t))
+        sf.write(src / f'c{k}.wav', x.astype(np.float32), SR)
+        recs.append({'path': f'c{k}.wav', 'labels': [labels[k % 3]], 'split': 'train' if k < n_train else 'eval'})
+    (src / 'sources.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs))
+    rd = folder / 'rirs'
+    for split in ('train', 'eval'):
+        lines = []
+        for k in range(n_rirs):
+            room = f'{split}room'
+            (rd / 'binaural' / room).mkdir(parents=True, exist_ok=True)
+            az = rng.uniform(0, 2 * np.pi)
+            dist = rng.uniform(1, 4)
+            dx, dz = dist * np.cos(az), -dist * np.sin(az)
+            itd = int(round(-dx / dist * 0.0007 * SR))  # source on the right (dx > 0): right ear leads
+            h = np.zeros((2, 800), np.float32)
+            h[0, 100 + max(itd, 0)], h[1, 100 + max(-itd, 0)] = 1.0, 1.0
+            h[:, 300:] = 0.01 * rng.standard_normal((2, 500))  # a little "reverb"
+            np.save(rd / 'binaural' / room / f'{k}.npy', h)
+            lines.append({'fname': f'{room}/{k}.npy', 'sensor_position': '1.0,1.5,1.0',
+                          'source_position': f'{1 + dx:.3f},1.5,{1 + dz:.3f}', 'agent_position': '1.0,0.0,1.0',
+                          'room_dims': '5,3,5', 'absorption': 0.3, 'rt60': 0.3})
+        (rd / f'{split}_reverberation.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
+    return src / 'sources.jsonl', rd
+
+
+TINY = ['--device=cpu', '--clip_seconds=0.5', '--rir_seconds=0.05', '--n_frames=64', '--dim=32', '--depth=2',
+        '--n_heads=2', '--time_mask=8', '--freq_mask=8', '--batch_size=4', '--eval_items=6', '--eval_batch_size=6',
+        '--warmup_iters=1', '--lr_decay_iters=4', '--log_interval=1', '--learning_rate=1e-3']
+
+
+def run_script(args, nproc=0, timeout=120):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+    if nproc:
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
+               'train_encoder.py'] + args
+    else:
+        cmd = [sys.executable, 'train_encoder.py'] + args
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p.stdout
+
+
+def read_log(out):
+    return {r['iter']: r for r in map(json.loads, (out / 'train_log.jsonl').read_text().splitlines())}
+
+# -----------------------------------------------------------------------------
+# pure functions
+
+def test_average_precision_and_map():
+    y = np.array([1, 0, 1, 0, 0.0])
+    assert average_precision(np.array([0.9, 0.8, 0.7, 0.1, 0.0]), y) == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision(np.array([0.0, 1, 1, 1, 1]), y) == pytest.approx((1 / 3 + 2 / 5) / 2, rel=0.3)
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.3]])
+    labels = np.array([[1, 0], [0, 1], [0, 0.0]])
+    assert mean_ap(scores, labels) == pytest.approx(1.0)
+    assert mean_ap(scores, np.zeros((3, 2))) is None
+
+
+def test_great_circle_and_score():
+    assert great_circle_deg(0, 0, 90, 0) == pytest.approx(90)
+    assert great_circle_deg(359, 0, 1, 0) == pytest.approx(2)
+    assert great_circle_deg(10, 90, 200, 90) == pytest.approx(0, abs=1e-5)  # both at the zenith
+    gt = np.array([[4, 90, 90], [4, 0, 90]])  # (distance class, azimuth, elevation class)
+    pred = np.array([[5, 95, 90], [7, 180, 90]])
+    r = score(np.array([[1.0], [0.0]]), np.array([[1.0], [0.0]]), pred, gt)
+    assert r['ER20'] == 50 and r['DER'] == 50 and r['MAE_deg'] == pytest.approx((5 + 180) / 2) and r['mAP'] == 100
+
+
+def test_gcc_phat_finds_the_ear_that_leads():
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.standard_normal(8000))
+    lag = 12  # samples; the right ear hears it later -> the source is on the left
+    wav = torch.stack([x, torch.roll(x, lag)])[None]
+    itd = gcc_phat_itd(wav, SR)
+    assert itd[0] == pytest.approx(lag / SR, abs=0.5 / SR)
+    az = itd_to_azimuth(itd)
+    assert 90 < az[0] <= 180  # front-left
+    assert itd_to_azimuth(-itd)[0] < 90  # mirrored: front-right
+    assert itd_to_azimuth(np.array([0.0]))[0] == 90
+
+
+def test_lr_schedule_and_groups():
+    assert get_lr(0, 1e-3, 1e-6, 10, 100) < get_lr(9, 1e-3, 1e-6, 10, 100) <= 1e-3
+    assert get_lr(10, 1e-3, 1e-6, 10, 100) == pytest.approx(1e-3)
+    assert get_lr(100, 1e-3, 1e-6, 10, 100) == 1e-6
+    model = SpatialAST(ModelArgs(dim=32, depth=3, n_heads=2, n_frames=32, n_classes=3))
+    groups = param_groups(model, 5e-4, 0.75)
+    scale = {id(p): (g['lr_scale'], g['weight_decay']) for g in groups for p in g['params']}
+    named = dict(model.named_parameters())
+    assert scale[id(named['patch_embed.proj.weight'])] == (0.75 ** 4, 5e-4)
+    assert scale[id(named['blocks.1.attn.qkv.weight'])] == (0.75 ** 2, 5e-4)
+    assert scale[id(named['blocks.1.attn.qkv.bias'])] == (0.75 ** 2, 0.0)
+    assert scale[id(named['cls_tokens'])] == (1.0, 5e-4)  # newer modules at the full lr, as the official rule
+    assert scale[id(named['head.weight'])] == (1.0, 5e-4)
+    assert sum(len(g['params']) for g in groups) == len(named)
+
+
+def test_loss_weights_and_spatial_mask():
+    B = 3
+    logits = (torch.zeros(B, 4), torch.zeros(B, 21), torch.zeros(B, 360), torch.zeros(B, 180))
+    labels, targets = torch.zeros(B, 4), torch.zeros(B, 3, dtype=torch.long)
+    total, parts = encoder_loss(logits, labels, targets, torch.ones(B), 1250.0, 1.0, 2.0)
+    expect = 1250 * math.log(2) + math.log(21) + 2 * (math.log(360) + math.log(180))
+    assert total.item() == pytest.approx(expect, rel=1e-5)
+    total0, parts0 = encoder_loss(logits, labels, targets, torch.zeros(B), 1250.0, 1.0, 2.0)
+    assert total0.item() == pytest.approx(1250 * math.log(2), rel=1e-5)
+
+
+def test_fixed_eval_set_is_fixed():
+    a = fixed_eval_set(list(range(5)), list(range(7)), 12, seed=3)
+    assert a == fixed_eval_set(list(range(5)), list(range(7)), 12, seed=3)
+    assert sorted({i for i, _ in a}) == list(range(5))  # every eval clip is used
+
+# -----------------------------------------------------------------------------
+# the script
+
+def test_train_resume_exact_and_eval_only(tmp_path):
+    sources, rd = make_data(tmp_path)
+    common = TINY + [f'--sources={sources}', f'--render_dir={rd}', '--eval_interval=2']
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    stdout = run_script(common + [f'--out_dir={a}', '--max_iters=4'])
+    assert 'gcc_phat' in stdout and 'samples/s' in stdout
+    run_script(common + [f'--out_dir={b}', '--max_iters=2'])
+    run_script(common + [f'--out_dir={b}', '--max_iters=4', '--init_from=resume'])
+    la, lb = read_log(a), read_log(b)
+    assert sorted(la) == sorted(lb) == [0, 1, 2, 3]
+    for it in (2, 3):  # after the resume: same data, same RNG, same optimizer state -> same loss
+        assert lb[it]['loss'] == pytest.approx(la[it]['loss'], rel=1e-6, abs=1e-7), (it, la[it], lb[it])
+    m = json.loads((a / 'metrics.json').read_text())
+    for name in ('model', 'random', 'gcc_phat'):
+        assert set(m[name]) == {'mAP', 'ER20', 'MAE_deg', 'DER'}
+    assert m['iter'] == 4 and m['n'] == 6 and 'MAE_deg' in m
+    model, ckpt = load_checkpoint(a / 'ckpt.pt', 'cpu')
+    assert ckpt['iter_num'] == 4 and ckpt['classes'] == ['Bell', 'Dog', 'Speech']
+    assert (a / 'summary.md').exists()
+    # eval_only on another source list ("real clips"): writes metrics_real.json, no training
+    run_script(common + [f'--out_dir={a}', '--init_from=resume', '--eval_only=True', f'--eval_sources={sources}'])
+    assert json.loads((a / 'metrics_real.json').read_text())['iter'] == 4
+    assert len(read_log(a)) == 4
+
+
+def test_torchrun_two_ranks_cpu(tmp_path):
+    sources, rd = make_data(tmp_path)
+    common = TINY + [f'--sources={sources}', f'--render_dir={rd}', '--eval_interval=3', f'--out_dir={tmp_path / "d"}']
+    stdout = run_script(common + ['--max_iters=3'], nproc=2)
+    sums = dict(re.findall(r'rank (\d) parameter checksum (\S+)', stdout))
+    assert set(sums) == {'0', '1'} and sums['0'] == sums['1'], stdout[-2000:]
+    stdout = run_script(common + ['--max_iters=5', '--init_from=resume'], nproc=2)
+    sums = dict(re.findall(r'rank (\d) parameter checksum (\S+)', stdout))
+    assert sums['0'] == sums['1']
+    assert torch.load(tmp_path / 'd' / 'ckpt.pt', weights_only=False)['iter_num'] == 5
