@@ -317,9 +317,13 @@ def load_bat(ckpt_path, device='cpu'):
                          targets=tuple(lora['lora_targets'].split(',')))
     projector = make_projector(dataclass_from(QFormerArgs, ckpt['model_args']['projector']))
     bat = BAT(projector, llm).to(device)
-    missing, unexpected = bat.load_state_dict(ckpt['model'], strict=False)
+    enc_state = {k[len('encoder.'):]: v for k, v in ckpt['model'].items() if k.startswith('encoder.')}
+    if enc_state:  # trained with freeze_encoder=False: the encoder's own weights came along
+        encoder.load_state_dict(enc_state, strict=True)
+    own = {k: v for k, v in ckpt['model'].items() if not k.startswith('encoder.')}
+    missing, unexpected = bat.load_state_dict(own, strict=False)
     assert not unexpected, f"{ckpt_path}: unexpected keys {unexpected[:5]}"
-    trained = set(ckpt['model'])
+    trained = set(own)
     assert not any(k.startswith('projector.') and k not in trained for k in missing), \
         f"{ckpt_path}: projector weights missing"
     bat.eval()

@@ -306,7 +306,7 @@ seed = 1337                    # for the Random answerer
 if __name__ == '__main__':
     exec(open('configurator.py').read())
     import torch
-    from bat import load_bat, encoder_tokens
+    from bat import load_bat, encoder_tokens, format_prompt
     from common import read_records, require, write_json, write_jsonl, write_text
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -338,7 +338,7 @@ if __name__ == '__main__':
     for i in range(0, len(records), batch_size):
         chunk = records[i:i + batch_size]
         audio = tokens[index[i:i + batch_size]].to(device, torch.float32)
-        prompts = [tok.encode(__import__('bat').format_prompt(r['question']), bos=True, eos=False) for r in chunk]
+        prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in chunk]
         out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams)
         preds += [tok.decode(ids).strip() for ids in out]
         print(f"eval: generated {len(preds)}/{len(records)}", flush=True)

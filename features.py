@@ -139,10 +139,10 @@ _pools = {}
 
 def _pool():
     from concurrent.futures import ThreadPoolExecutor
-    n = max(1, torch.get_num_threads())
-    if n not in _pools:
-        _pools[n] = ThreadPoolExecutor(n, thread_name_prefix='features')
-    return _pools[n]
+    key = (os.getpid(), max(1, torch.get_num_threads()))  # a forked worker (DataLoader) must not reuse the parent's
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(key[1], thread_name_prefix='features')
+    return _pools[key]
 
 
 def _chunk_features_np(frames, window, out):

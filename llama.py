@@ -6,13 +6,19 @@ BAT's language model; train_bat.py and eval.py import it, it has no command line
     model = load('Llama-2-7b-hf', device='cuda', dtype=torch.bfloat16)   # HF dir (config.json + safetensors)
     model = load('llama-2-7b', device='cuda', dtype=torch.bfloat16)      # Meta dir (params.json, consolidated.*.pth)
     out = model.generate(tokens, max_new_tokens=32)                      # greedy; (B, T + 32), prompt included
+    apply_lora(model); ...train...; torch.save(lora_state_dict(model), p)  # LoRA on wq, wv; base frozen
+    tok = Tokenizer(train_tokenizer(texts, 'out/tok', vocab_size=1024))  # SentencePiece, unk 0 / bos 1 / eos 2
+
+Tests: python -m pytest -q tests/test_llama.py (CPU, ~15 s; parity with transformers' LlamaForCausalLM).
+Speed: python bench/bench_llama.py (CPU, vs transformers); python bench/bench_llama.py --gpu --hf (7B-shaped, CUDA).
 
 Conventions, chosen once and locked by tests/test_llama*.py:
 - Parameter names are Meta's (tok_embeddings, layers.N.attention.wq, ..., norm, output), so a Meta checkpoint loads
   key for key. RoPE rotates interleaved pairs (dims 2j, 2j+1) as Meta does; the HF loader therefore un-permutes the
   rows of q_proj/k_proj (HF's conversion script permuted them for its rotate_half RoPE).
-- RoPE positions come from the attention mask (cumsum - 1), so a left-padded row gives the same logits as the same row
-  unpadded; pad keys are masked out of attention.
+- Left padding: pad keys are masked out of attention and RoPE positions come from the attention mask (cumsum - 1), as
+  transformers does, so a left-padded row gives the same logits as the same row unpadded. (RoPE only sees position
+  differences, so the mask-derived positions change rounding only; they keep the HF comparison exact.)
 - targets are already shifted (targets[b, t] is the token that should follow position t), ignore_index -1.
 - Each TransformerBlock is its own module, so FSDP can wrap one block at a time
   (auto_wrap_policy = ModuleWrapPolicy({TransformerBlock}); with LoRA use use_orig_params=True).

@@ -200,7 +200,11 @@ class Maker:
     def record(self, qtype, sources, question, answer):
         """sources: [(clip, rir), ...], the one the question is about first."""
         (c1, r1), (c2, r2) = sources[0], (sources[1] if len(sources) > 1 else (None, None))
-        rel = lambda c: os.path.relpath(c['path'], self.audio_root) if c else None
+        def rel(c):  # relative to audio_root (official style); absolute when the clip lives elsewhere
+            if c is None:
+                return None
+            r = os.path.relpath(c['path'], self.audio_root)
+            return c['path'] if r.startswith('..') else r
         return {'audio_id': rel(c1), 'reverb_id': r1['fname'], 'audio_id2': rel(c2),
                 'reverb_id2': r2['fname'] if r2 else None, 'question_id': 0, 'question_type': qtype,
                 'question': question, 'answer': answer,

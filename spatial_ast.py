@@ -41,6 +41,7 @@ class ModelArgs:
     freq_mask: int = 48       # training-only SpecAugment: widest frequency mask (bins)
     time_mask: int = 192      # ... widest time mask (frames, after the resize)
     norm_eps: float = 1e-6
+    ipd_scale: float = 1.0    # multiplies the mel cos/sin IPD channels before the stem (1 = official; see front())
 
 N_CLS = 3  # [CLS] tokens: 0 distance, 1 direction (azimuth + elevation), 2 class
 
@@ -194,7 +195,10 @@ class SpatialAST(nn.Module):
         """(B, 4, T, n_mels) features -> (B, 1, n_frames, n_mels) one-channel map the patches are cut from."""
         B, C, T, Fq = feats.shape
         assert C == 4 and Fq == self.args.n_mels, f'expected (B, 4, T, {self.args.n_mels}) features, got {tuple(feats.shape)}'
-        x = torch.cat([self.bn(feats[:, :2]), feats[:, 2:]], dim=1)  # only the log-mels are normalised
+        # only the log-mels are normalised; the mel-weighted IPD stays ~1/60 their size (Slaney mel weights sum
+        # to ~1/31 per band), which the official run absorbs into the stem over 74k steps; ipd_scale lets a
+        # short run start with both inputs at one scale (the stem is linear, so it is a reparameterisation)
+        x = torch.cat([self.bn(feats[:, :2]), feats[:, 2:] * self.args.ipd_scale], dim=1)
         if T != self.args.n_frames:  # official: 1001 -> 1024; here any T is stretched to n_frames
             x = F.interpolate(x, (self.args.n_frames, Fq), mode='bicubic', align_corners=True)
         x = self.conv_downsample(x)  # (B, 1, n_frames, n_mels)

@@ -229,17 +229,16 @@ if __name__ == '__main__':
     cache_dir = os.path.join(out_dir, 'enc_cache')
     enc = {}
     if cache_tokens:
-        for turn in ([0] if master else []) + ['all']:
-            if turn == 'all':
-                barrier()
-            for name, recs in (('train', train_records), ('eval', eval_records)):
-                enc[name] = encoder_tokens(recs, encoder, encoder_ckpt, audio_root, reverb_root, cache_dir, device,
-                                           clip_seconds, encode_batch_size, log=log)
+        for turn in ('master', 'others'):
+            if (turn == 'master') == master:
+                for name, recs in (('train', train_records), ('eval', eval_records)):
+                    enc[name] = encoder_tokens(recs, encoder, encoder_ckpt, audio_root, reverb_root, cache_dir,
+                                               device, clip_seconds, encode_batch_size, log=log)
+            barrier()
         encoder_dim = enc['train'][0].shape[-1]
         encoder = encoder.cpu()  # not needed any more on the device
     else:
-        from features import AudioCache, qa_waveforms
-        from bat import encode_waveforms
+        from features import AudioCache, qa_waveforms, binaural_features
         audio_cache = AudioCache()
         encoder_dim = encoder.args.dim
     log(f"encoder: {encoder_ckpt} dim {encoder_dim}" + (f", cached tokens {tuple(enc['train'][0].shape)}" if enc else ''))
@@ -266,6 +265,7 @@ if __name__ == '__main__':
         model.to(device)  # FSDP moves (and shards) it block by block itself
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
+    trainable_names |= {k for k in model.state_dict() if k.startswith('encoder.')}  # + its BatchNorm statistics
     log(f"model: projector {sum(p.numel() for p in model.projector.parameters()) / 1e6:.2f}M, "
         f"LLM {lm.num_params() / 1e6:.2f}M; trainable {n_train / 1e6:.2f}M")
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
@@ -274,7 +274,7 @@ if __name__ == '__main__':
         ck = torch.load(ckpt_path, map_location='cpu', weights_only=False)
         missing, unexpected = model.load_state_dict(ck['model'], strict=False)
         assert not unexpected, f'{ckpt_path}: unexpected keys {unexpected[:5]}'
-        assert not set(missing) & trainable_names, f'{ckpt_path}: trainable weights missing'
+        assert not set(missing) & trainable_names, f'{ckpt_path}: trained weights missing'
         stage0, it0, best_val = ck['stage'], ck['stage_iter'], ck['best_val_loss']
     raw = model
     if fsdp:
@@ -313,9 +313,8 @@ if __name__ == '__main__':
         else:
             wav = qa_waveforms([recs[i] for i in idx], audio_root, reverb_root, audio_cache, device,
                                clip_seconds=clip_seconds)
-            with torch.set_grad_enabled(not freeze_encoder):
-                audio = (raw.encoder if not freeze_encoder else encoder).tokens(
-                    __import__('features').binaural_features(wav))
+            with torch.set_grad_enabled(not freeze_encoder):  # the frozen encoder sits outside the model
+                audio = (encoder if freeze_encoder else raw.encoder).tokens(binaural_features(wav))
         return audio, batch
 
     @torch.no_grad()

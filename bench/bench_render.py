@@ -3,7 +3,7 @@ Speed of render.py (binaural, KEMAR HRTF, diffuse tail) vs pyroomacoustics' imag
 rooms, same image-source order, same sample rate, one run.
 
     python bench/bench_render.py                                   # CPU, 64 rooms, order 6, 1 s IRs
-    python bench/bench_render.py --order=10 --n_rooms=128
+    python bench/bench_render.py --threads=1 --order=10            # one thread each, order 10
     python bench/bench_render.py --device=cuda --n_rooms=4096 --batch=512 --skip_pra   # GPU: IRs/s for ours
 
 Prints IRs/s for both and the ratio (ours / pyroomacoustics); > 1 means ours renders more IRs per second.

@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 import render
 
@@ -41,7 +42,7 @@ def test_direct_path_kemar_uses_hrtf_onset():
         az, el, r = rng.uniform(0, 2 * np.pi), rng.uniform(-0.5, 1.2), rng.uniform(1.0, 3.0)
         d = r * np.array([np.cos(el) * np.cos(az), np.sin(el), -np.cos(el) * np.sin(az)])
         ir = render.binaural_rir(dims, 0.5, lis, lis + d, max_order=0, air_absorption=False, tail=False, ir_seconds=0.1)
-        h = int(table.index(__import__('torch').tensor(d)))
+        h = int(table.index(torch.tensor(d)))
         for ear in range(2):
             assert abs(onset(ir[ear]) - (r / C * FS + table.onsets[h, ear])) <= 1.0
 
@@ -202,3 +203,10 @@ def test_extreme_absorption_is_finite(alpha):
     if alpha == 1.0:  # anechoic: nothing but the direct sound through the HRIR
         d = np.linalg.norm(np.subtract(lis, src))
         assert np.abs(ir[:, int(d / C * FS) + 200:]).max() < 1e-3 * np.abs(ir).max()
+
+
+def test_corrupt_kemar_pickle_names_the_file(tmp_path):
+    bad = tmp_path / 'mit_kemar_normal_pinna.bz2'
+    bad.write_bytes(b'BZh9 truncated')
+    with pytest.raises(ValueError, match=r"unreadable HRTF .*mit_kemar_normal_pinna\.bz2.*slab==1\.8\.2"):
+        render.read_slab_kemar(bad)

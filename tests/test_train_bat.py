@@ -132,3 +132,19 @@ def test_torchrun_two_processes(tiny, tmp_path):
               env=env)
     assert 'stage 3 iter 2/2' in out
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=False)['stage'] == 3
+
+
+def test_uncached_trainable_encoder_one_stage(tiny, tmp_path):
+    """cache_tokens=False: convolution + features + encoder every step; freeze_encoder=False: its weights train and
+    go into the checkpoint; stages=1 is the one-stage run on stage III."""
+    qa, enc = tiny
+    out = run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stages=1', '--stage_iters=[2]',
+               '--cache_tokens=False', '--freeze_encoder=False', f'--out_dir={tmp_path}'] + TINY)
+    assert '=== stage 1/1' in out and 'MIXUP_DIRECTION' in out
+    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
+    base = torch.load(enc, weights_only=False)['model']
+    trained = {k[len('encoder.'):]: v for k, v in ck['model'].items() if k.startswith('encoder.')}
+    assert trained and any(not torch.equal(v, base[k]) for k, v in trained.items())
+    import bat
+    model, encoder, tok, _ = bat.load_bat(str(tmp_path / 'ckpt.pt'))
+    assert all(torch.equal(encoder.state_dict()[k], v) for k, v in trained.items())
