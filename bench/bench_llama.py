@@ -11,7 +11,8 @@ GPU: a 7B-shaped model with random bf16 weights, batch-1 decode against the memo
     python bench/bench_llama.py --gpu [--hf]
 
 Decode rate = B * (N - 1) / (time(generate N tokens) - time(generate 1 token)): the prompt's prefill cancels out.
-Timings are the minimum over --repeats runs after one warm-up.
+Timings are the minimum over --repeats runs after one warm-up, the two implementations taking turns. On a shared
+CPU, wall-clock ratios swing with the other load; the last column is the ratio of process CPU times (all threads).
 """
 import argparse
 import os
@@ -26,17 +27,19 @@ import llama  # noqa: E402
 
 
 def timed(fns, repeats, sync):
-    """Best time of each function; the functions take turns, so a busy shared machine slows them alike."""
+    """Best wall-clock and best process CPU time of each function. The functions take turns, so a busy shared machine
+    slows them alike; CPU time (all threads) counts the work done even while other processes hold the cores."""
     for fn in fns:
         fn()  # warm-up (allocator, kernels, thread pools)
-    best = [float('inf')] * len(fns)
+    best = {'wall': [float('inf')] * len(fns), 'cpu': [float('inf')] * len(fns)}
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             sync()
-            best[i] = min(best[i], time.perf_counter() - t0)
+            best['wall'][i] = min(best['wall'][i], time.perf_counter() - t0)
+            best['cpu'][i] = min(best['cpu'][i], time.process_time() - c0)
     return best
 
 
@@ -57,7 +60,8 @@ def decode_rates(pairs, x, n, repeats, sync):
     """tokens/s of the decode loop alone, per (generate, model): generating n tokens minus generating 1."""
     fns = [(lambda g=g, m=m, k=k: g(m, x, k)) for g, m in pairs for k in (n, 1)]
     t = timed(fns, repeats, sync)
-    return [x.shape[0] * (n - 1) / max(t[2 * i] - t[2 * i + 1], 1e-9) for i in range(len(pairs))]
+    return {clock: [x.shape[0] * (n - 1) / max(t[clock][2 * i] - t[clock][2 * i + 1], 1e-9) for i in range(len(pairs))]
+            for clock in t}
 
 
 def bench_cpu(a):
@@ -81,24 +85,27 @@ def bench_cpu(a):
     rows = []
     with torch.inference_mode():
         x = torch.randint(3, 32000, (1, a.prefill), generator=g)
-        t_ours, t_hf = timed([lambda: ours(x), lambda: hf(x)], a.repeats, nosync)
-        rows.append((f'prefill tokens/s (B=1, T={a.prefill})', a.prefill / t_ours, a.prefill / t_hf))
+        t = timed([lambda: ours(x), lambda: hf(x)], a.repeats, nosync)
+        rows.append((f'prefill tokens/s (B=1, T={a.prefill})', {k: [a.prefill / v for v in t[k]] for k in t}))
         for b in (1, 8):
             x = torch.randint(3, 32000, (b, a.prompt), generator=g)
             if not torch.equal(ours.generate(x, max_new_tokens=8), hf_generate(hf, x, 8)):
                 print(f'note: greedy outputs differ at B={b} (near ties?); tests/test_llama.py checks parity')
-            r_ours, r_hf = decode_rates([(ours_generate, ours), (hf_generate, hf)], x, a.new, a.repeats, nosync)
-            rows.append((f'decode tokens/s (B={b}, prompt {a.prompt}, {a.new} new)', r_ours, r_hf))
-    print(f'{"":44s} {"llama.py":>10s} {"transformers":>13s} {"ratio":>7s}')
-    for name, r_ours, r_hf in rows:
-        print(f'{name:44s} {r_ours:10.1f} {r_hf:13.1f} {r_ours / r_hf:7.2f}')
+            r = decode_rates([(ours_generate, ours), (hf_generate, hf)], x, a.new, a.repeats, nosync)
+            rows.append((f'decode tokens/s (B={b}, prompt {a.prompt}, {a.new} new)', r))
+    print(f'{"wall clock (CPU-time ratio in the last column)":44s} {"llama.py":>10s} {"transformers":>13s} '
+          f'{"ratio":>7s} {"cpu-ratio":>9s}')
+    for name, r in rows:
+        (w_ours, w_hf), (c_ours, c_hf) = r['wall'], r['cpu']
+        print(f'{name:44s} {w_ours:10.1f} {w_hf:13.1f} {w_ours / w_hf:7.2f} {c_ours / c_hf:9.2f}')
+    print(f'load average at the end {os.getloadavg()[0]:.1f}')
 
 
 def copy_bandwidth(device, n_bytes=2 << 30, repeats=10):
     """Bytes moved per second by a device-to-device copy (read + write), the best a weight-streaming decode can do."""
     src = torch.empty(n_bytes // 2, dtype=torch.bfloat16, device=device)
     dst = torch.empty_like(src)
-    t, = timed([lambda: dst.copy_(src)], repeats, torch.cuda.synchronize)
+    t, = timed([lambda: dst.copy_(src)], repeats, torch.cuda.synchronize)['wall']
     return 2 * n_bytes / t
 
 
@@ -120,7 +127,8 @@ def bench_gpu(a):
     sync = torch.cuda.synchronize
     same = (ours_generate(ours, x, 16) == ours_generate_graph(ours, x, 16))[0, a.prompt:].sum().item()
     print(f'greedy tokens equal, eager vs cuda_graph: {same}/16 (bf16 kernels differ; random weights give near ties)')
-    r_eager, r_ours = decode_rates([(ours_generate, ours), (ours_generate_graph, ours)], x, a.new, a.repeats, sync)
+    r_eager, r_ours = decode_rates([(ours_generate, ours), (ours_generate_graph, ours)], x, a.new, a.repeats,
+                                   sync)['wall']
     print(f'{torch.cuda.get_device_name()}: 7B-shaped bf16, {weight_bytes / 1e9:.2f} GB of weights, '
           f'copy bandwidth {bw / 1e9:.0f} GB/s -> bound {1e3 * bound:.2f} ms/token ({1 / bound:.1f} tokens/s)')
     for name, r in (('eager', r_eager), ('cuda_graph=True', r_ours)):
@@ -135,7 +143,7 @@ def bench_gpu(a):
         with torch.device(dev):
             hf = transformers.LlamaForCausalLM(cfg).eval()
         torch.set_default_dtype(torch.float32)
-        r_hf, = decode_rates([(hf_generate, hf)], x, a.new, a.repeats, sync)
+        r_hf, = decode_rates([(hf_generate, hf)], x, a.new, a.repeats, sync)['wall']
         print(f'transformers batch-1 decode: {r_hf:.1f} tokens/s; ratio llama.py (eager) / transformers '
               f'{r_eager / r_hf:.2f}, (cuda_graph) / transformers {r_ours / r_hf:.2f}')
 
