@@ -95,6 +95,7 @@ class QFormer(nn.Module):
         super().__init__()
         self.args = a
         self.query_tokens = nn.Parameter(torch.randn(1, a.n_query, a.dim))  # N(0, 1) as the released recipe
+        self.audio_norm = nn.LayerNorm(a.encoder_dim)  # BLIP-2's ln_vision: Spatial-AST tokens come un-normalised
         self.query_norm = nn.LayerNorm(a.dim, eps=a.eps)
         self.drop = nn.Dropout(a.dropout)
         self.layers = nn.ModuleList(QFormerLayer(a, cross=(i % a.cross_every == 0)) for i in range(a.n_layers))
@@ -103,6 +104,7 @@ class QFormer(nn.Module):
 
     def forward(self, audio):
         q = self.drop(self.query_norm(self.query_tokens.expand(audio.shape[0], -1, -1)))  # (B, n_query, dim)
+        audio = self.audio_norm(audio)
         for layer in self.layers:
             q = layer(q, audio)
         return self.proj_norm(self.proj(q))  # (B, n_query, llm_dim)
@@ -119,8 +121,10 @@ class PoolProjector(nn.Module):
         else:
             self.proj = nn.Linear(a.encoder_dim, a.llm_dim)
         self.proj_norm = nn.LayerNorm(a.llm_dim, eps=1e-5)
+        self.audio_norm = nn.LayerNorm(a.encoder_dim)
 
     def forward(self, audio):
+        audio = self.audio_norm(audio)
         pooled = F.adaptive_avg_pool1d(audio.transpose(1, 2), self.args.n_query).transpose(1, 2)  # (B, n_query, enc)
         return self.proj_norm(self.proj(pooled))
 

@@ -301,6 +301,7 @@ embedder = 'minilm'            # 'minilm' (all-MiniLM-L6-v2 text embeddings, the
 plots = True                   # direction confusion + distance scatter PNGs (needs matplotlib)
 device = 'auto'                # 'auto' | 'cpu' | 'cuda' ...
 seed = 1337                    # for the Random answerer
+threads = 0                    # CPU threads (0 = torch default)
 # -----------------------------------------------------------------------------
 
 if __name__ == '__main__':
@@ -310,6 +311,8 @@ if __name__ == '__main__':
     from common import read_records, require, write_json, write_jsonl, write_text
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if threads:
+        torch.set_num_threads(threads)
     t0 = time.time()
     model, encoder, tok, ck = load_bat(ckpt, device)
     cfg = ck['config']

@@ -4,7 +4,8 @@ Speed of llama.py against transformers' LlamaForCausalLM, measured in the same r
 CPU (default): a random 134M-parameter LLaMA (dim 768, 12 layers, 12 heads, ffn 2048, vocab 32000) written by
 transformers with save_pretrained, loaded into both; prints prefill tokens/s, decode tokens/s at batch 1 and 8, and
 the ratios.
-    python bench/bench_llama.py                                        # ~3 min on 2 idle cores
+    python bench/bench_llama.py --threads=1                            # ~1 min; steadiest on a shared machine
+    python bench/bench_llama.py                                        # torch's default threads
     python bench/bench_llama.py --dim=1024 --heads=16 --kv_heads=16 --ffn=2816   # 220M
 GPU: a 7B-shaped model with random bf16 weights, batch-1 decode against the memory-bandwidth bound
 (weight bytes / measured device copy bandwidth); --hf adds transformers on the same weights for a ratio.
@@ -162,7 +163,10 @@ if __name__ == '__main__':
     p.add_argument('--new', type=int, default=0, help='tokens generated per decode measurement (0: 16 CPU, 128 GPU)')
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.gpu:
         a.new = a.new or 128
         bench_gpu(a)

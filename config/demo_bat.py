@@ -3,14 +3,15 @@
 # the frozen demo encoder's tokens (3 + 104, dim 192) -> a 2-layer Q-Former (16 queries) -> a from-scratch LLaMA
 out_dir = 'out/demo/bat'
 qa_dir = 'out/demo/qa'
+max_items_per_type = 300  # the encoder-token cache costs ~20-70 ms per distinct clip pair on a CPU: a 2700-item subset
 encoder_ckpt = 'out/demo/encoder/ckpt.pt'
 device = 'cpu'
 clip_seconds = 2.0
 encode_batch_size = 32
 llm = 'scratch'
-vocab_size = 512
-llm_dim = 192
-llm_layers = 4
+vocab_size = 1024
+llm_dim = 128
+llm_layers = 3
 llm_heads = 4
 qformer_layers = 2
 n_query = 16

@@ -1,30 +1,34 @@
-# Tiny Spatial-AST for the CPU demo (<= 4 min on 2 cores): render.py rooms x sources.py synthesised clips.
+# Tiny Spatial-AST for the CPU demo (a few minutes on 2 cores): render.py rooms x sources.py synthesised clips.
 # python train_encoder.py config/demo_encoder.py
 out_dir = 'out/demo/encoder'
 sources = 'out/demo/sources/sources.jsonl'
 render_dir = 'out/demo/rirs'
 device = 'cpu'
-clip_seconds = 2.0       # demo clips (the paper: 10 s); 201 feature frames
-rir_seconds = 1.0
-# model: ViT 192 wide, 4 blocks; 208 frames x 128 mels in 16x16 patches = 13 x 8 = 104 tokens
-n_frames = 208
-dim = 192
-depth = 4
-n_heads = 3
-drop_path = 0.0          # too few steps for the regularisers of a 100-epoch run
+clip_seconds = 2.0       # demo clips (the paper: 10 s): 201 feature frames
+rir_seconds = 0.5        # the demo IRs are 0.5 s
+# model: ViT 128 wide, 3 blocks; 112 frames x 128 mels in 16x16 patches = 7 x 8 = 56 tokens (+3 CLS)
+n_frames = 112
+dim = 128
+depth = 3
+n_heads = 4
+ipd_scale = 100.0        # bring the mel IPD (std ~0.016) to the log-mels' scale at once (see spatial_ast.front)
+drop_path = 0.0          # a run this short needs no regulariser of a 100-epoch recipe
 mask_t_prob = 0.0
 mask_f_prob = 0.0
-time_mask = 40           # 192/1024 of the frames, as the paper's
+time_mask = 20           # ~192/1024 of the frames, as the paper's SpecAugment
 freq_mask = 24
-mixup_prob = 0.0
-# few classes: the paper's 1250 x BCE is sized for 355; keep BCE about as strong per class
-w_class = 100.0
-batch_size = 32
+mixup_prob = 0.0         # single sources only: mixup (same IR) adds nothing spatial and slows a short run
+two_source_prob = 0.0    # the heads predict one position; true mixtures are for BAT (train_bat.py)
+w_class = 10.0           # 25 classes: the paper's 1250 x BCE is sized for 355 and would drown the spatial losses
+sigma_deg = 10.0         # Gaussian azimuth/elevation targets: neighbouring bins share the gradient
+sigma_dist = 1.0
+batch_size = 16
 learning_rate = 1e-3
-layer_decay = 1.0        # from scratch, all layers are new
-warmup_iters = 20
-max_iters = 300
-eval_interval = 100
-eval_items = 192
-log_interval = 10
+layer_decay = 1.0        # from scratch every layer is new
+weight_decay = 5e-4
 grad_clip = 1.0
+warmup_iters = 30
+max_iters = 600
+eval_interval = 200
+eval_items = 200         # every eval clip (100) twice, each with its own fixed eval-room IR
+log_interval = 20

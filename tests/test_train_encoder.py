@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from train_encoder import (average_precision, encoder_loss, fixed_eval_set, gcc_phat_itd, get_lr,
+from train_encoder import (average_precision, encoder_loss, soft_targets, fixed_eval_set, gcc_phat_itd, get_lr,
                            great_circle_deg, itd_to_azimuth, mean_ap, param_groups, score)
 from spatial_ast import ModelArgs, SpatialAST, load_checkpoint
 
@@ -137,6 +137,14 @@ def test_loss_weights_and_spatial_mask():
     assert total.item() == pytest.approx(expect, rel=1e-5)
     total0, parts0 = encoder_loss(logits, labels, targets, torch.zeros(B), 1250.0, 1.0, 2.0)
     assert total0.item() == pytest.approx(1250 * math.log(2), rel=1e-5)
+
+
+def test_soft_targets_wrap_round():
+    t = soft_targets(torch.tensor([0, 180]), 360, 5.0, circular=True)
+    assert torch.allclose(t.sum(1), torch.ones(2)) and t.argmax(1).tolist() == [0, 180]
+    assert t[0, 359] == pytest.approx(t[0, 1].item())  # 359 degrees is next to 0
+    e = soft_targets(torch.tensor([0]), 180, 5.0, circular=False)
+    assert e[0, 179] < 1e-6  # elevation does not wrap
 
 
 def test_fixed_eval_set_is_fixed():
