@@ -16,6 +16,11 @@ run to run) and prints mAP / ER20 / MAE / DER beside a random predictor and a GC
         python train_encoder.py config/demo_encoder.py --init_from=resume --eval_only=True \\
             --eval_sources=out/real_sources/sources.jsonl --out_dir=out/demo/encoder  (writes metrics_real.json)
 
+On a CPU shared with other jobs, OMP_NUM_THREADS=1 avoids OpenMP oversubscription (here: 150 ms/iter steady
+instead of 0.1-2.8 s swings for the demo model).
+Two-source mixtures (two_source_prob) are off by default, as in the official encoder training: the heads predict one
+position, so true mixtures only train the class head; they belong to BAT's QA stages.
+
 Outputs in out_dir: ckpt.pt (model, optimizer, model_args, iter_num, config, classes), metrics.json,
 train_log.jsonl (one line per step), summary.md.
 """
