@@ -41,7 +41,8 @@ tiny = size == 'tiny'
 batch_size = batch_size or (16 if tiny else 64)
 steps = steps or (6 if device == 'cpu' else 20)
 clip_seconds = clip_seconds or (2.0 if tiny else 10.0)
-args = (ModelArgs(n_frames=208, dim=192, depth=4, n_heads=3, n_classes=20, drop_path=0.0, time_mask=40)
+args = (ModelArgs(n_frames=112, dim=128, depth=3, n_heads=4, n_classes=25, drop_path=0.0, mask_t_prob=0.0,
+                   mask_f_prob=0.0, time_mask=20, freq_mask=24, ipd_scale=100.0)
         if tiny else ModelArgs())
 torch.manual_seed(seed)
 model = SpatialAST(args).to(device)
@@ -51,7 +52,7 @@ ctx = torch.autocast('cuda', dtype=torch.bfloat16) if device == 'cuda' else torc
 
 # a pool of dry clips and IRs in host memory, drawn from at random as the trainer does
 rng = np.random.default_rng(seed)
-N, L = int(32000 * clip_seconds), 64000 if not tiny else 16000
+N, L = int(32000 * clip_seconds), 64000 if not tiny else 16000  # IRs: 2 s (paper) / 0.5 s (demo)
 pool_dry = rng.standard_normal((64, N)).astype(np.float32) * 0.2
 pool_rir = (rng.standard_normal((64, 2, L)) * np.exp(-np.arange(L) / 3000)).astype(np.float32)
 C = args.n_classes

@@ -1,6 +1,6 @@
 # Tiny BAT for the CPU demo (encoder-token cache ~2-4 min + 600 iters x 0.3 s on 2 cores):
 # python train_bat.py config/demo_bat.py
-# the frozen demo encoder's tokens (3 + 104, dim 192) -> a 2-layer Q-Former (16 queries) -> a from-scratch LLaMA
+# the frozen demo encoder's tokens (3 + N, its dim) -> a 2-layer Q-Former (16 queries) -> a from-scratch 3-layer LLaMA
 out_dir = 'out/demo/bat'
 qa_dir = 'out/demo/qa'
 max_items_per_type = 300  # the encoder-token cache costs ~20-70 ms per distinct clip pair on a CPU: a 2700-item subset
