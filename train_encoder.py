@@ -12,7 +12,7 @@ run to run) and prints mAP / ER20 / MAE / DER beside a random predictor and a GC
     CPU DDP (gloo):      torchrun --standalone --nproc_per_node=2 train_encoder.py config/demo_encoder.py --device=cpu
     resume:              python train_encoder.py config/demo_encoder.py --init_from=resume
     evaluate on real clips it never heard:
-        python sources.py --collection=manifest --path=/work/shared/data/clips/manifest.csv --out_dir=out/real_sources
+        python sources.py --collection=manifest --path=../shared/data/clips/manifest.csv --out_dir=out/real_sources
         python train_encoder.py config/demo_encoder.py --init_from=resume --eval_only=True \\
             --eval_sources=out/real_sources/sources.jsonl --out_dir=out/demo/encoder  (writes metrics_real.json)
 

@@ -1,4 +1,4 @@
-# Tiny Spatial-AST for the CPU demo (~4 min: 1500 x 16 samples at ~118 samples/s on one idle core; set OMP_NUM_THREADS=1 on a busy machine).
+# Tiny Spatial-AST for the CPU demo (~5 min: 2500 x 16 samples at ~118 samples/s on one idle core; set OMP_NUM_THREADS=1 on a busy machine).
 # python train_encoder.py config/demo_encoder.py
 out_dir = 'out/demo/encoder'
 sources = 'out/demo/sources/sources.jsonl'
@@ -28,7 +28,7 @@ layer_decay = 0.6        # blocks 3..1 and the patch embedding at 0.6, 0.36, 0.2
 weight_decay = 5e-4
 grad_clip = 1.0
 warmup_iters = 30
-max_iters = 1500
+max_iters = 2500
 eval_interval = 500
 eval_items = 200         # every eval clip (100) twice, each with its own fixed eval-room IR
 log_interval = 50

@@ -13,7 +13,7 @@
 out_dir = 'out/bat'
 qa_dir = 'out/qa'
 encoder_ckpt = 'out/encoder/ckpt.pt'
-llm = 'meta-llama/Llama-2-7b-hf'   # a local HF-layout directory (config.json + safetensors + tokenizer.model)
+llm = 'models/Llama-2-7b-hf'   # a local HF-layout directory (meta-llama/Llama-2-7b-hf downloaded by you) (config.json + safetensors + tokenizer.model)
 clip_seconds = 10.0
 lora_rank = 8
 lora_alpha = 32
