@@ -1,6 +1,6 @@
 """
 Small helpers that several stages share, kept here so they are written once:
-- the geometry of CONTRACTS.md §1 (Habitat axes, class indices and answer words),
+- the geometry of CONTRACTS.md §1 (Habitat axes, class indices and answer words) and the question types of §2,
 - reading record files (our JSONL, or the official {"data": [...]} JSON) with errors that name file and line,
 - atomic writes (temp file + rename, so an interrupted run never leaves a half-written output),
 - a progress line for long loops (done/total, rate, ETA).
@@ -80,6 +80,12 @@ def targets_of(sensor, source):
     d = offset(sensor, source)
     return {'azimuth': azimuth_deg(d), 'elevation': elevation_deg(d), 'distance': round(distance_m(d), 4),
             'distance_class': distance_class(d), 'direction': list(direction_words(d))}
+
+# question types (CONTRACTS §2) and their Table-13 letters, in curriculum order
+
+TYPE_LETTER = {'CLASSIFICATION': 'A', 'DOA': 'B', 'MIXUP_SINGLE_CLASSIFICATION': 'C', 'MIXUP_SINGLE_DOA': 'D',
+               'MIXUP_DIRECTION': 'E', 'MIXUP_DISTANCE_BOTH': 'E', 'MIXUP_NONBINARY_DIRECTION': 'E',
+               'MIXUP_NONBINARY_DISTANCE': 'E', 'MIXUP_NONBINARY_SOURCE': 'E'}
 
 # -----------------------------------------------------------------------------
 # record files

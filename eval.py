@@ -24,9 +24,8 @@ import warnings
 
 import numpy as np
 
-TYPE_LETTER = {'CLASSIFICATION': 'A', 'DOA': 'B', 'MIXUP_SINGLE_CLASSIFICATION': 'C', 'MIXUP_SINGLE_DOA': 'D',
-               'MIXUP_DIRECTION': 'E', 'MIXUP_DISTANCE_BOTH': 'E', 'MIXUP_NONBINARY_DIRECTION': 'E',
-               'MIXUP_NONBINARY_DISTANCE': 'E', 'MIXUP_NONBINARY_SOURCE': 'E'}
+from common import TYPE_LETTER  # the question types of CONTRACTS §2 -> A..E
+
 NONBINARY = ('MIXUP_NONBINARY_DIRECTION', 'MIXUP_NONBINARY_DISTANCE', 'MIXUP_NONBINARY_SOURCE')
 METRIC_KEYS = ['A_mAP', 'C_mAP', 'B_doa_acc', 'D_doa_acc', 'B_der', 'D_der', 'E_direction_ba', 'E_distance_ba', 'E_avg']
 WORD_PAIRS = (('left', 'right'), ('front', 'behind'), ('above', 'below'))

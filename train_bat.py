@@ -24,12 +24,10 @@ import numpy as np
 import torch
 
 from bat import BAT, QFormerArgs, collate, batch_to, encoder_tokens, format_prompt, make_projector, build_llm
-from common import read_records, require, atomic_write, write_text
+from common import TYPE_LETTER, read_records, require, atomic_write, write_text
 
 # CONTRACTS §2 letters -> question types; stage k trains on the union of its letters
-LETTER_TYPES = {'A': ['CLASSIFICATION'], 'B': ['DOA'], 'C': ['MIXUP_SINGLE_CLASSIFICATION'], 'D': ['MIXUP_SINGLE_DOA'],
-                'E': ['MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH', 'MIXUP_NONBINARY_DIRECTION',
-                      'MIXUP_NONBINARY_DISTANCE', 'MIXUP_NONBINARY_SOURCE']}
+LETTER_TYPES = {letter: [t for t, l in TYPE_LETTER.items() if l == letter] for letter in 'ABCDE'}
 DEFAULT_STAGES = [['A', 'B'], ['A', 'B', 'C', 'D'], ['A', 'B', 'C', 'D', 'E']]
 QA_FIELDS = ('audio_id', 'reverb_id', 'question_type', 'question', 'answer')
 
