@@ -33,6 +33,10 @@ n_mels = 128
 fmin, fmax = 50.0, 14000.0  # Hz, the official mel range
 target_dbfs = -14.0  # dry sources are RMS-normalised to this (official --audio_normalize)
 mel_chunk = 16       # mel bins per block of the banded projection (a speed knob, any value gives the same numbers)
+chunk_frames = 256   # CPU path: frames (of all the clips together) per work item: big enough to amortise ~40 us of
+                     # Python calls per item, small enough for its arrays to stay in cache
+max_gemm_rows = 64   # CPU path: rows per BLAS call of the mel projection (see _mel_project_np)
+n_bins = n_fft // 2 + 1
 
 # -----------------------------------------------------------------------------
 # mel filterbank (librosa's Slaney mel scale + Slaney area normalisation, our own code so librosa is not a dependency)
@@ -103,8 +107,15 @@ def _hann_np():
 
 
 def _frames_np(x):
-    """(M, N) float32 array -> (M, T, n_fft) view of centred, reflect-padded frames (no copy)."""
-    padded = np.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)), mode='reflect')
+    """(M, N) float32 array -> (M, T, n_fft) view of centred, reflect-padded frames (one copy of the signal)."""
+    p, N = n_fft // 2, x.shape[1]
+    if N <= p:  # shorter than half a window: numpy reflects repeatedly (librosa does the same)
+        padded = np.pad(x, ((0, 0), (p, p)), mode='reflect')
+        return np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop]
+    padded = np.empty((x.shape[0], N + 2 * p), np.float32)  # np.pad(mode='reflect') is several times slower
+    padded[:, p:p + N] = x
+    padded[:, :p] = x[:, 1:p + 1][:, ::-1]  # mirror without repeating the edge sample
+    padded[:, p + N:] = x[:, N - p - 1:N - 1][:, ::-1]
     return np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop]
 
 
@@ -123,13 +134,14 @@ def binaural_features(wav):
     x = wav.reshape(B * 2, N).float()
     if x.device.type != 'cpu':
         return spectrum_features(stft(x), B)
-    # CPU: numpy/scipy on chunks of frames spread over a small thread pool. Each chunk's spectrum stays in cache
-    # through every step; scipy's FFT is several times faster here than torch's; and torch's OpenMP barriers
-    # stall badly (x100 measured) when the cores are shared with other processes.
-    frames, window = _frames_np(x.detach().numpy()), _hann_np()
-    T, step = frames.shape[1], max(8, 512 // (2 * B))
+    # CPU: numpy/scipy on chunks of frames spread over a small thread pool. A chunk's arrays stay in cache through
+    # every step; scipy's FFT is faster here than torch's; and torch's OpenMP barriers stall badly (x100 measured)
+    # when the cores are shared with other processes.
+    frames = _frames_np(x.detach().numpy())  # (2B, T, n_fft) view
+    T = frames.shape[1]
+    step = max(8, chunk_frames // B)  # frames per chunk
     out = np.empty((B, 4, T, n_mels), np.float32)
-    work = lambda t0: _chunk_features_np(frames[:, t0:t0 + step], window, out[:, :, t0:t0 + step])
+    work = lambda t0: _chunk_features_np(frames[:, t0:t0 + step], out[:, :, t0:t0 + step])
     list(_pool().map(work, range(0, T, step)))
     return torch.from_numpy(out)
 
@@ -145,27 +157,55 @@ def _pool():
     return _pools[key]
 
 
-def _chunk_features_np(frames, window, out):
-    """frames (2B, f, n_fft) rows L0, R0, L1, ... -> writes out (B, 4, f, 128); the numpy twin of spectrum_features."""
+def _chunk_features_np(frames, out):
+    """frames (2B, f, n_fft) rows L0, R0, L1, ... -> writes out (B, 4, f, 128); the numpy twin of spectrum_features.
+    Steps write into arrays made once per chunk (out=): few temporaries and few passes over memory."""
     import scipy.fft
-    B = out.shape[0]
-    spec = scipy.fft.rfft(frames * window, axis=-1)  # (2B, f, 513) complex64
-    mag = np.abs(spec)
-    mel = _mel_project_np(mag)
-    out[:, :2] = (10.0 * np.log10(np.maximum(mel, 1e-10))).reshape(B, 2, -1, n_mels)
-    cross = spec[1::2] * spec[0::2].conj()  # (B, f, 513): |X_R||X_L| exp(i IPD)
-    den = mag[0::2] * mag[1::2]
-    if den.min() == 0:  # a zero bin has phase 0 (atan2(0, 0) = 0): use unit phasors there
-        u = np.where(mag > 0, spec / np.maximum(mag, 1e-30), np.complex64(1))
-        cross = np.where(den > 0, cross, u[1::2] * u[0::2].conj())
-        den = np.where(den > 0, den, np.float32(1))
-    inv = np.reciprocal(np.maximum(den, 1e-30))
-    out[:, 2] = _mel_project_np(cross.real * inv)
-    out[:, 3] = _mel_project_np(cross.imag * inv)
+    B, f = out.shape[0], frames.shape[1]
+    windowed = np.multiply(frames, _hann_np(), out=np.empty(frames.shape, np.float32))
+    spec = scipy.fft.rfft(windowed, axis=-1).reshape(B, 2, f, n_bins)  # complex64 (pocketfft keeps float32)
+    # all the bins, although the mel weights of 13% of them are 0: numpy's SIMD loops need contiguous arrays
+    lin = np.empty((B, 4, f, n_bins), np.float32)  # |X_L|, |X_R|, cos IPD, sin IPD on the FFT bins
+    np.abs(spec, out=lin[:, :2])  # numpy's SIMD complex abs beats sqrt(re^2 + im^2) on strided views
+    _ipd_np(spec, lin[:, :2], lin[:, 2:])
+    # the four mel projections at once, straight into out; then 10 log10 of the first two in place
+    _mel_project_np(lin, out)
+    logmel = out[:, :2]
+    np.maximum(logmel, 1e-10, out=logmel)
+    np.log10(logmel, out=logmel)
+    logmel *= 10.0
 
 
-def _mel_project_np(x):
-    return np.concatenate([x[..., k0:k1] @ w for k0, k1, w in _mel_bands('np', np.float32)], axis=-1)
+def _ipd_np(spec, mag, trig):
+    """cos and sin of phase(R) - phase(L) into trig (B, 2, f, bins), without angles:
+    X_R conj(X_L) = |X_R| |X_L| (cos IPD + i sin IPD)."""
+    cross = np.conjugate(spec[:, 0])
+    np.multiply(spec[:, 1], cross, out=cross)
+    inv = np.multiply(mag[:, 0], mag[:, 1])
+    if inv.min() < np.finfo(np.float32).tiny:  # a zero (or underflowing) product: take each ear's phase on its own
+        return _ipd_unit_phasors(spec, mag, trig)
+    np.divide(1.0, inv, out=inv)  # (np.reciprocal is slower) then multiplies: cheaper than two strided divides
+    np.multiply(cross.real, inv, out=trig[:, 0])
+    np.multiply(cross.imag, inv, out=trig[:, 1])
+
+
+def _ipd_unit_phasors(spec, mag, trig):
+    # the slow, exact path: a unit phasor per ear, with phase 0 where the magnitude is 0 (atan2(0, 0) = 0)
+    u = np.where(mag > 0, spec / np.where(mag > 0, mag, np.float32(1)), np.complex64(1))
+    cross = u[:, 1] * np.conjugate(u[:, 0])
+    trig[:, 0], trig[:, 1] = cross.real, cross.imag
+
+
+def _mel_project_np(lin, out):
+    """lin (B, 4, f, n_bins) -> out (B, 4, f, n_mels) with the banded matrix, each block written in place.
+    numpy runs one BLAS product per (clip, channel) and block of max_gemm_rows frames: OpenBLAS keeps products that
+    small on the calling thread, while larger ones go to its own threads, which stall (x100) when the cores are shared."""
+    for t0 in range(0, lin.shape[2], max_gemm_rows):
+        rows = slice(t0, t0 + max_gemm_rows)
+        m0 = 0
+        for k0, k1, w in _mel_bands('np', np.float32):
+            np.matmul(lin[:, :, rows, k0:k1], w, out=out[:, :, rows, m0:m0 + w.shape[1]])
+            m0 += w.shape[1]
 
 
 def spectrum_features(X, B):

@@ -72,20 +72,19 @@ class RMSNorm(nn.Module):
         return self.weight * xf.type_as(x)
 
 
-def rope_tables(head_dim, n_pos, theta, device):
-    """cos, sin of shape (n_pos, head_dim // 2), fp32: angle = pos * theta^(-2j/head_dim)."""
+def rope_table(head_dim, n_pos, theta, device):
+    """RoPE rotations as unit complex numbers, (n_pos, head_dim // 2) complex64: e^(i * pos * theta^(-2j/head_dim))."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
     angles = torch.outer(torch.arange(n_pos, device=device).float(), inv_freq)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x, cos, sin):
-    """Rotate interleaved pairs (x[2j], x[2j+1]) of x (B, T, H, hd) by per-row angles; cos/sin (B, T, hd/2)."""
-    xf = x.float().unflatten(-1, (-1, 2))      # (B, T, H, hd/2, 2)
-    x0, x1 = xf[..., 0], xf[..., 1]
-    cos, sin = cos[:, :, None], sin[:, :, None]  # (B, T, 1, hd/2): same angle for every head
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).type_as(x)
+def apply_rope(x, rot):
+    """Rotate interleaved pairs (x[2j], x[2j+1]) of x (B, T, H, hd) by rot (B or 1, T, 1, hd/2) from rope_table.
+    Read as complex numbers x[2j] + i x[2j+1], the rotation is one complex multiply (Meta's formulation): a single
+    kernel instead of four multiplies, an add, a subtract and a stack. Done in fp32 even for a bf16 model."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, hd/2) complex, a view for fp32
+    return torch.view_as_real(xc * rot).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -100,10 +99,10 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, args.dim, bias=False)
 
-    def forward(self, x, cos, sin, mask, is_causal, cache=None, start_pos=0):
+    def forward(self, x, rot, mask, is_causal, cache=None, start_pos=0):
         B, T, _ = x.shape
-        q = apply_rope(self.wq(x).view(B, T, self.n_heads, self.head_dim), cos, sin)
-        k = apply_rope(self.wk(x).view(B, T, self.n_kv_heads, self.head_dim), cos, sin)
+        q = apply_rope(self.wq(x).view(B, T, self.n_heads, self.head_dim), rot)
+        k = apply_rope(self.wk(x).view(B, T, self.n_kv_heads, self.head_dim), rot)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
@@ -149,8 +148,8 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
         self.dropout = nn.Dropout(args.dropout)
 
-    def forward(self, x, cos, sin, mask, is_causal, cache=None, start_pos=0):
-        x = x + self.dropout(self.attention(self.attention_norm(x), cos, sin, mask, is_causal, cache, start_pos))
+    def forward(self, x, rot, mask, is_causal, cache=None, start_pos=0):
+        x = x + self.dropout(self.attention(self.attention_norm(x), rot, mask, is_causal, cache, start_pos))
         return x + self.dropout(self.feed_forward(self.ffn_norm(x)))
 
 
@@ -164,7 +163,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)  # not tied to tok_embeddings (as LLaMA-2)
-        self._rope = None  # (cos, sin) fp32, built on first use on the input's device; not buffers: never cast to bf16
+        self._rope = None  # complex64 rope_table, built on first use on the input's device; not a buffer: never cast
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith(('wo.weight', 'w2.weight')):  # GPT-2 style: residual projections scaled by depth
@@ -183,9 +182,10 @@ class Transformer(nn.Module):
         return self.tok_embeddings(tokens)
 
     def rope(self, n_pos, device):
-        if self._rope is None or self._rope[0].device != device or self._rope[0].shape[0] < n_pos:
+        if self._rope is None or self._rope.device != device or self._rope.shape[0] < n_pos:
             n = max(n_pos, self.args.max_seq_len)
-            self._rope = rope_tables(self.args.dim // self.args.n_heads, n, self.args.rope_theta, device)
+            with torch.inference_mode(False):  # normal tensor even if built in generate(): autograd may save it
+                self._rope = rope_table(self.args.dim // self.args.n_heads, n, self.args.rope_theta, device)
         return self._rope
 
     def forward(self, tokens=None, targets=None, embeds=None, attention_mask=None, cache=None, start_pos=0,
@@ -204,27 +204,27 @@ class Transformer(nn.Module):
         static = torch.is_tensor(start_pos)
         if static:
             assert cache is not None and attention_mask is not None, 'a tensor start_pos needs a cache and a mask'
-            q_idx, L = start_pos, attention_mask.shape[1]  # absolute positions of the T queries; keys: whole cache
+        L = attention_mask.shape[1] if static else start_pos + T  # keys: whole cache (static) or everything so far
+        table = self.rope(L, h.device)
+        if attention_mask is None and (T == 1 or start_pos == 0):
+            # no padding, nothing to hide: plain causal attention (a single new query may see every cached key), and
+            # the positions are start_pos.. so the rotations are a slice of the table. The common decode step.
+            rot, mask, is_causal = table[start_pos:start_pos + T], None, T > 1
         else:
-            q_idx, L = torch.arange(start_pos, start_pos + T, device=h.device), start_pos + T
-        cos, sin = self.rope(L, h.device)
-        if attention_mask is None:
-            pos = q_idx.expand(B, T)
-            mask, is_causal = None, (T > 1)
-            if T > 1 and start_pos > 0:  # a chunk after cached tokens: causal with an offset
-                mask, is_causal = self._mask(torch.ones(B, L, dtype=torch.bool, device=h.device), q_idx), False
-        else:
-            assert attention_mask.shape == (B, L), f'attention_mask {tuple(attention_mask.shape)} != {(B, L)}'
-            real = attention_mask.bool()
+            q_idx = start_pos if static else torch.arange(start_pos, start_pos + T, device=h.device)  # query positions
+            if attention_mask is None:  # a chunk after cached tokens: causal with an offset
+                real = torch.ones(B, L, dtype=torch.bool, device=h.device)
+            else:
+                assert attention_mask.shape == (B, L), f'attention_mask {tuple(attention_mask.shape)} != {(B, L)}'
+                real = attention_mask.bool()
             pos = (real.long().cumsum(1) - 1).clamp(min=0)[:, q_idx]  # pads before the text don't count
-            mask, is_causal = self._mask(real, q_idx), False
-        cos, sin = cos[pos], sin[pos]  # (B, T, hd/2)
+            rot, mask, is_causal = table[pos], self._mask(real, q_idx), False
+        rot = rot.unsqueeze(-2)  # (B or 1, T, 1, hd/2): the same rotation for every head
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, mask, is_causal, None if cache is None else cache[i], q_idx if static else start_pos)
-        h = self.norm(h)
+            h = layer(h, rot, mask, is_causal, None if cache is None else cache[i], start_pos)
         if targets is None:
-            return self.output(h[:, -1:] if last_only else h)
-        logits = self.output(h)
+            return self.output(self.norm(h[:, -1:] if last_only else h))
+        logits = self.output(self.norm(h))
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
@@ -461,7 +461,15 @@ def _empty_model(args, device, dtype):
     """Model with uninitialised weights straight in dtype on device: no fp32 copy of a 7B model is ever made."""
     with torch.device('meta'):
         model = Transformer(args)
-    return model.to(dtype=dtype).to_empty(device=device)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    if torch.device(device).type == 'cpu':
+        # Store the (vocab, dim) output matrix transposed in memory (column-major strides; same shape, same values once
+        # loaded): the largest matrix a decode step reads, and MKL's matrix-vector and few-row products stream it
+        # ~1.6x faster that way on CPU (~1.3x at 8 rows). Not done for the other matrices: there the row-major layout
+        # wins at batch 8, or they are already fast. F.linear takes either layout; nothing else changes.
+        w = model.output.weight
+        model.output.weight.data = torch.empty_strided(w.shape, (1, w.shape[0]), dtype=w.dtype, device=w.device)
+    return model
 
 
 def _check(path, model, shapes):

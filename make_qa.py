@@ -34,13 +34,29 @@ QUESTION_TYPES = list(common.TYPE_LETTER)  # A, B, C, D, then the five E kinds
 STAGES = {'1': QUESTION_TYPES[:2], '2': QUESTION_TYPES[:4], '3': QUESTION_TYPES}
 BINARY_TYPES = ('MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH')
 
-# phrasings: {x}, {y} = sound names; {where}, {rel}, {choice}, {cmp} = the phrases below
+# more training phrasings shared by the relation questions ({rel}: binary; {choice}: the non-binary direction)
+RELATIONAL = [
+    'Is the {x} placed {rel} the {y}?', 'Do you hear the {x} {rel} the {y}?', 'Listen: is the {x} {rel} the {y}?',
+    'Is the source of the {x} {rel} the source of the {y}?', 'Is the {x} situated {rel} the {y}?',
+    'From what you hear, is the {x} {rel} the {y}?', 'Is the {x} found {rel} the {y}?',
+    'Check the audio: is the {x} {rel} the {y}?', 'Does it sound like the {x} is {rel} the {y}?',
+    'Is the {x} sound {rel} the {y} sound?', 'Compared with the {y}, is the {x} {rel} it?',
+    'Say whether the {x} is {rel} the {y}.']
+
+# phrasings (20 train + 3 eval-only per type): {x}, {y} = sound names; {where}, {rel}, {choice}, {cmp} = the phrases
+# below. Many train phrasings let a from-scratch LLM learn the words of a question, not 8 whole sentences.
 TEMPLATES = {
     'CLASSIFICATION': {'train': [
         'What sound events can you hear in this audio clip?', 'Identify the sound events in the audio.',
         'Enumerate the sound occurrences in the audio clip.', 'What is making the sound in this recording?',
         'Which sound classes are present in the audio?', 'Name the sounds you hear.', 'What kind of sound is this?',
-        'Tell me what sounds are in this clip.'], 'eval': [
+        'Tell me what sounds are in this clip.',
+        'What do you hear?', 'Which sound is playing?', 'What is this sound?',
+        'Put a name to the sound events of this clip.', 'Classify the audio: what sound is it?',
+        'What category of sound is in the audio?', 'Listen and name the sound source.',
+        'Which sound event does this clip contain?', 'What produces the sound you are hearing?',
+        'Recognise the sound in this audio.', 'What type of sound can be heard here?',
+        'Give the class of the sound in the recording.'], 'eval': [
         'Describe the category of the sound you are listening to.', 'Can you label the sound in this recording?',
         'What sound source does this audio contain?']},
     'DOA': {'train': [
@@ -49,14 +65,29 @@ TEMPLATES = {
         'Estimate the direction of arrival and the distance of the sound.',
         'Where is the sound source located relative to you, and how far?',
         'Give the position of the sound: left or right, front or behind, above or below, and its distance.',
-        'How far away is the sound and from which direction does it reach you?'], 'eval': [
+        'How far away is the sound and from which direction does it reach you?',
+        'Where is the sound?', 'Where does the sound come from and how distant is it?',
+        'Tell me the direction and distance of the sound source.', 'Which direction is the sound in, and how far?',
+        'What is the position of the sound source and how far away is it?',
+        'Localise the sound and say how far it is.', 'How far is the sound, and where is it?',
+        'Describe where the sound is located and its distance.',
+        'Find the sound source: its direction and its distance.',
+        'Is the sound to the left or right, in front or behind, above or below, and how far?',
+        'Point out the direction of the sound and the distance to it.',
+        'From where, and from how far, does the sound reach you?'], 'eval': [
         'Pinpoint where this sound originates and its distance from you.', 'Which way is the sound, and how many meters away?',
         "Determine the sound's direction and range."]},
     'MIXUP_SINGLE_CLASSIFICATION': {'train': [
         'What is the sound {where}?', 'Identify the sound source {where}.', 'Which sound do you hear {where}?',
         'What is making the sound {where}?', 'Tell me the class of the sound {where}.',
         'Two sounds are playing. What is the one {where}?', 'Of the two sounds, which one is {where}?',
-        'What kind of sound is located {where}?'], 'eval': [
+        'What kind of sound is located {where}?',
+        'Name the sound {where}.', 'What do you hear {where}?', 'Which sound event is {where}?',
+        'Identify the sound that is {where}.', 'What sound is playing {where}?',
+        'Tell me what is making noise {where}.', 'Label the sound source {where}.',
+        'Two sources are mixed. What is {where}?', 'Listen to the mix: which sound is {where}?',
+        'What class does the sound {where} belong to?', 'Recognise the sound {where}.',
+        'What is the sound event heard {where}?'], 'eval': [
         'Classify the sound source positioned {where}.', 'Among the sounds in this mix, what can be heard {where}?',
         'Please name the sound event {where}.']},
     'MIXUP_SINGLE_DOA': {'train': [
@@ -64,7 +95,15 @@ TEMPLATES = {
         'In which direction and at what distance is the {x}?', 'Locate the {x}: give its direction and distance.',
         'Two sounds are playing. Where is the {x} and how far is it?',
         'From which direction does the {x} sound come, and how far is it?', 'Give the direction and distance of the {x}.',
-        'How far away is the {x} and in which direction?', 'Estimate where the {x} is relative to you and its distance.'],
+        'How far away is the {x} and in which direction?', 'Estimate where the {x} is relative to you and its distance.',
+        'Where is the {x}?', 'Where is the {x} and how far away?', 'Tell me the direction and distance of the {x}.',
+        'What is the position of the {x} sound and its distance?', 'Localise the {x} and say how far it is.',
+        'How far is the {x}, and where is it?', 'Find the {x}: its direction and its distance.',
+        'Describe where the {x} is and how distant it is.',
+        'Two sounds are mixed. Give the direction and distance of the {x}.',
+        'Where does the sound of the {x} come from, and from how far?',
+        'In the mix, where is the {x} located and how far is it?',
+        'Point out the direction of the {x} and the distance to it.'],
         'eval': [
         'Pinpoint the position of the {x} sound and its range.', 'Which way is the {x}, and how many meters away?',
         'Determine the direction and distance of the sound of the {x}.']},
@@ -72,21 +111,21 @@ TEMPLATES = {
         'Is the sound of the {x} {rel} the sound of the {y}?', 'Is the {x} {rel} the {y}?',
         'Would you say the {x} is {rel} the {y}?', 'Is the {x} sound located {rel} the {y} sound?',
         'Does the {x} come from a position {rel} the {y}?', 'Is it true that the {x} is {rel} the {y}?',
-        'Answer yes or no: is the {x} {rel} the {y}?', 'Judging by the audio, is the {x} {rel} the {y}?'], 'eval': [
+        'Answer yes or no: is the {x} {rel} the {y}?', 'Judging by the audio, is the {x} {rel} the {y}?'] + RELATIONAL, 'eval': [
         'Would the {x} be heard {rel} the {y}?', 'Can you confirm that the {x} is positioned {rel} the {y}?',
         'Tell me whether the {x} is {rel} the {y}.']},
     'MIXUP_DISTANCE_BOTH': {'train': [
         'Is the sound of the {x} {rel} the sound of the {y}?', 'Is the {x} {rel} the {y}?',
         'Would you say the {x} is {rel} the {y}?', 'Is the {x} sound source {rel} the {y} sound source?',
         'Is it true that the {x} is {rel} the {y}?', 'Answer yes or no: is the {x} {rel} the {y}?',
-        'Judging by the audio, is the {x} {rel} the {y}?', 'Does the {x} seem {rel} the {y}?'], 'eval': [
+        'Judging by the audio, is the {x} {rel} the {y}?', 'Does the {x} seem {rel} the {y}?'] + RELATIONAL, 'eval': [
         'Can you confirm that the {x} is {rel} the {y}?', 'Based on what you hear, is the {x} positioned {rel} the {y}?',
         'Tell me whether the {x} is {rel} the {y}.']},
     'MIXUP_NONBINARY_DIRECTION': {'train': [
         'Is the {x} {choice} the {y}?', 'Is the sound of the {x} {choice} the sound of the {y}?',
         'Relative to the {y}, is the {x} {choice} it?', 'Is the {x} sound positioned {choice} the {y} sound?',
         'Would you place the {x} {choice} the {y}?', 'Tell me whether the {x} is {choice} the {y}.',
-        'Judging by the audio, is the {x} {choice} the {y}?', 'Which is it: is the {x} {choice} the {y}?'], 'eval': [
+        'Judging by the audio, is the {x} {choice} the {y}?', 'Which is it: is the {x} {choice} the {y}?'] + [t.replace('{rel}', '{choice}') for t in RELATIONAL], 'eval': [
         'Can you tell if the {x} is {choice} the {y}?', 'Is the {x} located {choice} the {y}?',
         'Based on what you hear, is the {x} {choice} the {y}?']},
     'MIXUP_NONBINARY_DISTANCE': {'train': [
@@ -94,14 +133,25 @@ TEMPLATES = {
         'What is the distance between the {x} and the {y}?', 'How far apart are the {x} and the {y}?',
         'How many meters separate the {x} from the {y}?', 'Estimate the distance between the {x} sound and the {y} sound.',
         'How far is the {x} from the {y}?', 'What is the spacing between the {x} and the {y} sources?',
-        'Tell me how far the {x} is from the {y}.'], 'eval': [
+        'Tell me how far the {x} is from the {y}.',
+        'How much distance is there between the {x} and the {y}?', 'What is the separation of the {x} and the {y}?',
+        'How many meters is the {x} away from the {y}?', 'Give the distance from the {x} to the {y}.',
+        'How close together are the {x} and the {y}?', 'Measure how far apart the {x} and the {y} are.',
+        'What is the gap between the {x} sound and the {y} sound?', 'How distant is the {x} from the {y}?',
+        'Tell me the distance separating the {x} and the {y}.', 'About how far is it from the {x} to the {y}?',
+        'How far does the {x} sit from the {y}?', 'Between the {x} and the {y}, how large is the distance?'], 'eval': [
         'What distance lies between the {x} and the {y}?',
         'Roughly how far apart are the sounds of the {x} and the {y}?', 'Judge the separation between the {x} and the {y}.']},
     'MIXUP_NONBINARY_SOURCE': {'train': [
         'Which sound is {cmp}?', 'Of the two sounds, which one is {cmp}?', 'Which of the sound sources is {cmp}?',
         'Two sounds are playing. Which is {cmp}?', 'Which is {cmp}: the {x} or the {y}?',
         'Between the {x} and the {y}, which one is {cmp}?', 'What is the sound that is {cmp}?',
-        'Identify the sound source that is {cmp}.'], 'eval': [
+        'Identify the sound source that is {cmp}.',
+        'Which one is {cmp}?', 'Which sound source sits {cmp}?', 'Of the {x} and the {y}, which is {cmp}?',
+        'What is {cmp}: the {x} or the {y}?', 'Listen: which sound is {cmp}?', 'Say which sound is {cmp}.',
+        'Which of the two is {cmp}?', 'Is the {x} or the {y} {cmp}?', 'Which sound event is {cmp}?',
+        'Among the two sources, which one is {cmp}?', 'Pick the sound that is {cmp}: the {x} or the {y}.',
+        'Which source do you hear {cmp}?'], 'eval': [
         'Tell me which of the two sounds is {cmp}.', 'Which one, the {x} or the {y}, is {cmp}?',
         'Name the sound that is {cmp}.']},
 }

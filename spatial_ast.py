@@ -42,6 +42,7 @@ class ModelArgs:
     time_mask: int = 192      # ... widest time mask (frames, after the resize)
     norm_eps: float = 1e-6
     ipd_scale: float = 1.0    # multiplies the mel cos/sin IPD channels before the stem (1 = official; see front())
+    stem_channels: int = 1    # channels out of the conv stem = into the patch embedding (1 = official; see front())
 
 N_CLS = 3  # [CLS] tokens: 0 distance, 1 direction (azimuth + elevation), 2 class
 
@@ -104,11 +105,11 @@ def drop_path(x, p, training):
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, dim, patch):
+    def __init__(self, dim, patch, in_chans=1):
         super().__init__()
-        self.proj = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
 
-    def forward(self, x):  # (B, 1, T, F)
+    def forward(self, x):  # (B, C, T, F)
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, gt * gf, dim), time-major
 
 
@@ -166,8 +167,9 @@ class SpatialAST(nn.Module):
         D, eps = args.dim, args.norm_eps
         # running statistics over the two log-mel channels stand in for a fixed mean/std (none in the official code)
         self.bn = nn.BatchNorm2d(2, affine=False)
-        self.conv_downsample = nn.Sequential(nn.Conv2d(4, 1, 3, padding=1, bias=False), nn.BatchNorm2d(1), nn.GELU())
-        self.patch_embed = PatchEmbed(D, args.patch)
+        C = args.stem_channels
+        self.conv_downsample = nn.Sequential(nn.Conv2d(4, C, 3, padding=1, bias=False), nn.BatchNorm2d(C), nn.GELU())
+        self.patch_embed = PatchEmbed(D, args.patch, C)
         # a persistent buffer: fixed, saved under the official key, and never seen by the optimizer
         self.register_buffer('pos_embed', sincos_pos_embed(D, self.grid_t, self.grid_f))
         self.cls_tokens = nn.Parameter(torch.zeros(1, N_CLS, D))
@@ -192,7 +194,7 @@ class SpatialAST(nn.Module):
             nn.init.trunc_normal_(h.weight, std=2e-5)  # near-zero heads: start from uniform predictions
 
     def front(self, feats):
-        """(B, 4, T, n_mels) features -> (B, 1, n_frames, n_mels) one-channel map the patches are cut from."""
+        """(B, 4, T, n_mels) features -> (B, stem_channels, n_frames, n_mels) map the patches are cut from."""
         B, C, T, Fq = feats.shape
         assert C == 4 and Fq == self.args.n_mels, f'expected (B, 4, T, {self.args.n_mels}) features, got {tuple(feats.shape)}'
         # only the log-mels are normalised; the mel-weighted IPD stays ~1/60 their size (Slaney mel weights sum
@@ -201,7 +203,10 @@ class SpatialAST(nn.Module):
         x = torch.cat([self.bn(feats[:, :2]), feats[:, 2:] * self.args.ipd_scale], dim=1)
         if T != self.args.n_frames:  # official: 1001 -> 1024; here any T is stretched to n_frames
             x = F.interpolate(x, (self.args.n_frames, Fq), mode='bicubic', align_corners=True)
-        x = self.conv_downsample(x)  # (B, 1, n_frames, n_mels)
+        # the official stem squeezes spectra and phases into one channel: a ViT-B pretrained on spectrograms (AudioMAE)
+        # copes, but a small model trained from scratch in minutes learns either the class or the direction through
+        # it, not both (measured: see config/demo_encoder.py); stem_channels > 1 gives each its own channel
+        x = self.conv_downsample(x)  # (B, stem_channels, n_frames, n_mels)
         if self.training:
             x = spec_augment(x, self.args.freq_mask, self.args.time_mask)
         return x

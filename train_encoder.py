@@ -332,7 +332,8 @@ if __name__ == '__main__':
     # model (ModelArgs fields; n_classes comes from the data)
     n_frames = 1024; n_mels = 128; patch = 16; dim = 768; depth = 12; n_heads = 12; mlp_ratio = 4.0
     drop_path = 0.1; mask_t_prob = 0.25; mask_f_prob = 0.25; freq_mask = 48; time_mask = 192
-    ipd_scale = 1.0                # x the mel IPD channels before the stem (1 = official; the demo uses 30)
+    ipd_scale = 1.0                # x the mel IPD channels before the stem (1 = official; the demo uses 100)
+    stem_channels = 1              # conv stem output channels (1 = official; the demo uses 4)
     # loss weights
     w_class = 1250.0               # BCE is averaged over classes; 1250 makes it count at 355 classes
     w_distance = 1.0
@@ -410,7 +411,7 @@ if __name__ == '__main__':
         model_args = ModelArgs(n_frames=n_frames, n_mels=n_mels, patch=patch, dim=dim, depth=depth, n_heads=n_heads,
                                mlp_ratio=mlp_ratio, n_classes=len(classes), drop_path=drop_path, mask_t_prob=mask_t_prob,
                                mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask,
-                               ipd_scale=ipd_scale)
+                               ipd_scale=ipd_scale, stem_channels=stem_channels)
     model = SpatialAST(model_args)
     iter_num, best_mae = 0, float('inf')
     if ckpt is not None and is_ours:

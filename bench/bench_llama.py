@@ -12,7 +12,7 @@ GPU: a 7B-shaped model with random bf16 weights, batch-1 decode against the memo
     python bench/bench_llama.py --gpu [--hf]
 
 Decode rate = B * (N - 1) / (time(generate N tokens) - time(generate 1 token)): the prompt's prefill cancels out.
-Timings are the minimum over --repeats runs after one warm-up, the two implementations taking turns. On a shared
+Timings are the minimum over --repeats (5) runs after one warm-up, the two implementations taking turns. On a shared
 CPU, wall-clock ratios swing with the other load; the last column is the ratio of process CPU times (all threads).
 """
 import argparse
@@ -161,7 +161,7 @@ if __name__ == '__main__':
     p.add_argument('--prefill', type=int, default=128, help='prompt length of the prefill measurement')
     p.add_argument('--prompt', type=int, default=32, help='prompt length of the decode measurements')
     p.add_argument('--new', type=int, default=0, help='tokens generated per decode measurement (0: 16 CPU, 128 GPU)')
-    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
     a = p.parse_args()

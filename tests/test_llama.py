@@ -93,13 +93,14 @@ def test_hf_left_padded_logits_match(hf_pair):
 
 
 def test_rope_convention_is_metas_interleaved():
-    # our rotation == Meta's complex multiplication on interleaved pairs
+    # our rotation == rotating each interleaved pair (x[2j], x[2j+1]) by the angle pos * 10000^(-2j/8), written out
     x = torch.randn(2, 5, 3, 8)
-    cos, sin = llama.rope_tables(8, 16, 10000.0, 'cpu')
+    rot = llama.rope_table(8, 16, 10000.0, 'cpu')
     pos = torch.tensor([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]])
-    ours = llama.apply_rope(x, cos[pos], sin[pos])
-    rot = torch.polar(torch.ones_like(cos), torch.atan2(sin, cos))[pos][:, :, None]  # (B, T, 1, 4)
-    ref = torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rot).flatten(-2)
+    ours = llama.apply_rope(x, rot[pos][:, :, None])
+    angle = (pos[..., None] * 10000.0 ** (-torch.arange(0, 8, 2) / 8))[:, :, None]  # (B, T, 1, 4)
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    ref = torch.stack((x0 * angle.cos() - x1 * angle.sin(), x0 * angle.sin() + x1 * angle.cos()), -1).flatten(-2)
     assert (ours - ref).abs().max() < 1e-5
     w = torch.randn(2 * 8, 5)
     assert torch.equal(unpermute_qk(permute_qk(w, 2), 2), w)
@@ -169,6 +170,17 @@ def test_cuda_graph_generate_equals_eager():
     for kw in ({}, {'attention_mask': mask}):
         graph = m.generate(x, max_new_tokens=12, cuda_graph=True, **kw)
         assert torch.equal(graph, m.generate(x, max_new_tokens=12, **kw))
+
+
+def test_training_after_generate():
+    # generate() runs in inference mode and may build the cached RoPE table there; a later training step must not trip
+    # over an inference tensor saved for backward
+    m = tiny_model()
+    x = torch.randint(0, 96, (2, 10))
+    m.generate(x, max_new_tokens=3)
+    _, loss = m.train()(x, targets=torch.roll(x, -1, 1))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 
 @torch.no_grad()

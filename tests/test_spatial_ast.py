@@ -19,6 +19,21 @@ def test_paper_defaults():
     assert (a.n_frames, a.n_mels, a.patch, a.dim, a.depth, a.n_heads, a.mlp_ratio) == (1024, 128, 16, 768, 12, 12, 4.0)
     assert (a.n_classes, a.n_distance, a.n_azimuth, a.n_elevation) == (355, 21, 360, 180)
     assert (a.drop_path, a.mask_t_prob, a.mask_f_prob, a.freq_mask, a.time_mask) == (0.1, 0.25, 0.25, 48, 192)
+    assert (a.ipd_scale, a.stem_channels) == (1.0, 1)  # the official front
+
+
+def test_wider_stem_channels():
+    m = tiny(stem_channels=4).eval()
+    sd = m.state_dict()
+    assert sd['conv_downsample.0.weight'].shape == (4, 4, 3, 3) and sd['patch_embed.proj.weight'].shape == (32, 4, 16, 16)
+    feats = torch.randn(2, 4, 50, 128)
+    assert m.front(feats).shape == (2, 4, 64, 128)
+    assert m.tokens(feats).shape == (2, 3 + 4 * 8, 32)
+    # each stem channel reaches the patch embedding: zeroing one channel's patch weights changes the tokens
+    with torch.no_grad():
+        before = m.tokens(feats)
+        m.patch_embed.proj.weight[:, 3] = 0
+        assert not torch.allclose(m.tokens(feats), before)
 
 
 def test_shapes_train_and_eval():
