@@ -1,4 +1,4 @@
-# Tiny Spatial-AST for the CPU demo (~5 min: 2500 x 16 samples at ~118 samples/s on one idle core; set OMP_NUM_THREADS=1 on a busy machine).
+# Tiny Spatial-AST for the CPU demo (~4.5 min: 2500 x 16 samples at ~145 samples/s on 2 idle cores; set OMP_NUM_THREADS=1 on a busy machine).
 # python train_encoder.py config/demo_encoder.py
 out_dir = 'out/demo/encoder'
 sources = 'out/demo/sources/sources.jsonl'
