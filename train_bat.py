@@ -276,26 +276,33 @@ if __name__ == '__main__':
         stage0, it0, best_val = ck['stage'], ck['stage_iter'], ck['best_val_loss']
     raw = model
     if fsdp:
-        from functools import partial
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, MixedPrecision
-        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
-        model = FSDP(model, auto_wrap_policy=partial(transformer_auto_wrap_policy,
-                                                     transformer_layer_cls={llama.Transformer.block_class}),
-                     mixed_precision=MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32),
-                     device_id=torch.cuda.current_device() if device_type == 'cuda' else None, use_orig_params=True)
+        # FSDP2: each LLaMA block is its own shard group (gathered just for its forward/backward), the rest with the
+        # root; parameters stay fp32 in storage (a group needs one dtype; LoRA trains in fp32) and compute in `dtype`
+        from torch.distributed.fsdp import fully_shard, MixedPrecisionPolicy
+        from torch.distributed.device_mesh import init_device_mesh
+        mesh = init_device_mesh(device_type, (world,))
+        mp = MixedPrecisionPolicy(param_dtype=ptdtype, reduce_dtype=torch.float32)
+        for p in model.parameters():  # FSDP shards row-major tensors only (llama.py keeps a column-major CPU output)
+            p.data = p.data.contiguous()
+        for block in lm.layers:
+            fully_shard(block, mesh=mesh, mp_policy=mp)
+        fully_shard(model, mesh=mesh, mp_policy=mp)
     elif ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
-    # optimizer (decay only matrices; built after wrapping so FSDP's parameters are the ones it steps)
+    # optimizer (decay only matrices; built after sharding so FSDP's parameters are the ones it steps)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(beta1, beta2),
                                   fused=device_type == 'cuda' and not fsdp)
+    # full (unsharded) state dicts keyed by parameter name, on CPU: the same checkpoint with or without FSDP
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict, set_optimizer_state_dict)
+    full_sd = StateDictOptions(full_state_dict=True, cpu_offload=True)
     if init_from == 'resume':
-        optimizer.load_state_dict(FSDP.optim_state_dict_to_load(model, optimizer, ck['optimizer']) if fsdp
-                                  else ck['optimizer'])
+        set_optimizer_state_dict(raw, optimizer, ck['optimizer'], options=StateDictOptions(full_state_dict=True))
         log(f"resumed {ckpt_path}: stage {stage0 + 1}, iter {it0}")
         del ck
     if compile:
@@ -330,14 +337,10 @@ if __name__ == '__main__':
         return float(np.mean(losses)) if losses else float('nan')
 
     def checkpoint(stage, stage_iter, val):
-        if fsdp:  # gather full weights and optimizer state on rank 0
-            from torch.distributed.fsdp import StateDictType, FullStateDictConfig, FullOptimStateDictConfig
-            with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, FullStateDictConfig(True, True),
-                                      FullOptimStateDictConfig(True, True)):
-                full = model.state_dict()
-                opt_state = FSDP.optim_state_dict(model, optimizer)
-        else:
-            full, opt_state = raw.state_dict(), optimizer.state_dict()
+        # collective under FSDP (every rank sends its shards of the trained weights to rank 0, which writes)
+        full = (get_model_state_dict(raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                   ignore_frozen_params=True)) if fsdp else raw.state_dict())
+        opt_state = get_optimizer_state_dict(raw, optimizer, options=full_sd)
         state = {k: v.detach().cpu() for k, v in full.items() if k in trainable_names}
         if master:
             save_checkpoint(ckpt_path, {

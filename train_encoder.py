@@ -69,11 +69,12 @@ class ClipIRData:
     (any world size) sees exactly the data the uninterrupted one would have."""
 
     def __init__(self, sources, rirs, classes, cache, sample_rate, clip_seconds, rir_seconds,
-                 mixup_prob=0.5, mixup_alpha=10.0, two_source_prob=0.0):
+                 mixup_prob=0.5, mixup_alpha=10.0, two_source_prob=0.0, two_source_spatial=False):
         assert sources and rirs, 'no training sources or IRs'
         self.sources, self.rirs, self.classes, self.cache = sources, rirs, classes, cache
         self.sr, self.clip_seconds, self.rir_len = sample_rate, clip_seconds, int(rir_seconds * sample_rate)
         self.mixup_prob, self.mixup_alpha, self.two_source_prob = mixup_prob, mixup_alpha, two_source_prob
+        self.two_source_spatial = two_source_spatial
         self.rooms = {}
         for i, r in enumerate(rirs):
             self.rooms.setdefault(r['fname'].split('/')[0], []).append(i)
@@ -92,24 +93,28 @@ class ClipIRData:
         n_src = np.ones(batch_size, np.int64)
         labels = np.zeros((batch_size, len(self.classes)), np.float32)
         targets = np.zeros((batch_size, 3), np.int64)
-        spatial = np.ones(batch_size, np.float32)  # 0 where the spatial losses do not apply (true 2-source mix)
+        targets2 = np.full((batch_size, 3), -1, np.int64)  # the second source's targets in a true 2-source mix
+        spatial = np.ones(batch_size, np.float32)  # 0 where the spatial losses do not apply
         for b in range(batch_size):
             i, j = rng.integers(len(self.sources)), rng.integers(len(self.rirs))
             dry[b, 0], rir[b, 0], targets[b] = self.clip(i), self.rir(j), ir_targets(self.rirs[j])
             labels[b] = multi_hot(self.sources[i]['labels'], self.classes)
             if S == 2 and rng.random() < self.two_source_prob:
-                # a second source at its own position in the same room (as SpatialSoundQA mixtures); the heads
-                # predict one position, so only the class loss is used for these
+                # a second source at its own position in the same room (as SpatialSoundQA mixtures): the class head
+                # learns both labels, and each spatial head (with two_source_spatial) both positions (two-peak target)
                 i2 = rng.integers(len(self.sources))
                 room = self.rooms[self.rirs[j]['fname'].split('/')[0]]
-                dry[b, 1], rir[b, 1], n_src[b], spatial[b] = self.clip(i2), self.rir(room[rng.integers(len(room))]), 2, 0.0
+                j2 = room[rng.integers(len(room))]
+                dry[b, 1], rir[b, 1], n_src[b] = self.clip(i2), self.rir(j2), 2
+                targets2[b] = ir_targets(self.rirs[j2])
+                spatial[b] = float(self.two_source_spatial)
                 labels[b] = np.maximum(labels[b], multi_hot(self.sources[i2]['labels'], self.classes))
             elif rng.random() < self.mixup_prob:
                 # waveform mixup before spatialisation: both clips at the same position, soft labels
                 i2, lam = rng.integers(len(self.sources)), rng.beta(self.mixup_alpha, self.mixup_alpha)
                 dry[b, 0] = lam * dry[b, 0] + (1 - lam) * self.clip(i2)
                 labels[b] = lam * labels[b] + (1 - lam) * multi_hot(self.sources[i2]['labels'], self.classes)
-        return dry, rir, n_src, labels, targets, spatial
+        return dry, rir, n_src, labels, targets, targets2, spatial
 
 
 def fixed_eval_set(sources, rirs, n_items, seed):
@@ -284,19 +289,28 @@ def soft_targets(idx, n, sigma, circular):
     return w / w.sum(dim=1, keepdim=True)
 
 
-def encoder_loss(logits, labels, targets, spatial, w_class, w_distance, w_direction, sigma_deg=0.0, sigma_dist=0.0):
+def encoder_loss(logits, labels, targets, spatial, w_class, w_distance, w_direction, sigma_deg=0.0, sigma_dist=0.0,
+                 targets2=None):
     """w_class * BCE(class) + w_distance * CE(distance) + w_direction * (CE(azimuth) + CE(elevation)).
     sigma_* > 0 replaces the one-hot spatial targets by Gaussians that wide (degrees / distance bins): neighbouring
-    bins share the gradient, which a short run needs; 0 = the official hard targets. Returns (total, parts)."""
+    bins share the gradient, which a short run needs; 0 = the official hard targets. targets2 (B, 3), -1 where there
+    is no second source: rows with one get the mean of the two target distributions (a head cannot name one position
+    of two sources). spatial (B,) weighs each row's spatial losses. Returns (total, parts)."""
     c, d, a, e = (x.float() for x in logits)
     bce = F.binary_cross_entropy_with_logits(c, labels)
 
-    def ce(x, t, sigma, circular=False):
-        goal = t if sigma <= 0 else soft_targets(t, x.shape[1], sigma, circular)
+    def dist_of(x, t, sigma, circular):  # (B,) class indices -> (B, n) target distributions
+        return F.one_hot(t.clamp(min=0), x.shape[1]).float() if sigma <= 0 else soft_targets(t, x.shape[1], sigma, circular)
+
+    def ce(x, k, sigma, circular=False):
+        goal = dist_of(x, targets[:, k], sigma, circular)
+        if targets2 is not None:
+            two = (targets2[:, k] >= 0)[:, None]
+            goal = torch.where(two, 0.5 * (goal + dist_of(x, targets2[:, k], sigma, circular)), goal)
         return (F.cross_entropy(x, goal, reduction='none') * spatial).sum() / spatial.sum().clamp(min=1)
 
-    dist = ce(d, targets[:, 0], sigma_dist)
-    az, el = ce(a, targets[:, 1], sigma_deg, circular=True), ce(e, targets[:, 2], sigma_deg)
+    dist = ce(d, 0, sigma_dist)
+    az, el = ce(a, 1, sigma_deg, circular=True), ce(e, 2, sigma_deg)
     total = w_class * bce + w_distance * dist + w_direction * (az + el)
     return total, {'bce': bce.item(), 'dist': dist.item(), 'az': az.item(), 'el': el.item()}
 
@@ -326,7 +340,8 @@ if __name__ == '__main__':
     rir_seconds = 2.0              # IRs cropped / zero-padded to this (official: 2 s)
     mixup_prob = 0.5               # 0..1, waveform mixup (same IR, soft labels)
     mixup_alpha = 10.0             # Beta(alpha, alpha) mixing weight
-    two_source_prob = 0.0          # 0..1, true two-source mixtures with separate IRs (class loss only)
+    two_source_prob = 0.0          # 0..1, true two-source mixtures with separate IRs (both labels)
+    two_source_spatial = False     # such mixtures also train the spatial heads (two-peak targets) | False: class only
     batch_size = 64                # per process, per micro-step
     gradient_accumulation_steps = 1
     # model (ModelArgs fields; n_classes comes from the data)
@@ -402,7 +417,7 @@ if __name__ == '__main__':
     say(f'{len(train_sources)} train clips, {len(train_rirs)} train IRs, {len(classes)} classes; '
         f'eval: {len(eval_set_sources)} clips x {len(eval_rirs)} IRs -> {len(eval_items_list)} fixed items')
     data = ClipIRData(train_sources, train_rirs, classes, cache, sample_rate, clip_seconds, rir_seconds,
-                      mixup_prob, mixup_alpha, two_source_prob)
+                      mixup_prob, mixup_alpha, two_source_prob, two_source_spatial)
 
     # --- model ---
     if ckpt is not None and is_ours:
@@ -484,7 +499,7 @@ if __name__ == '__main__':
         torch.manual_seed(int(rng.integers(2 ** 62)))
         parts = {}
         for micro in range(gradient_accumulation_steps):
-            dry, rir, n_src, labels, targets, spatial = data.batch(batch_size, rng)
+            dry, rir, n_src, labels, targets, targets2, spatial = data.batch(batch_size, rng)
             with torch.no_grad():
                 feats = features.binaural_features(spatialise(dry, rir, n_src, device))
             if ddp:  # all-reduce gradients on the last micro-step only
@@ -493,7 +508,7 @@ if __name__ == '__main__':
                 logits = model(feats)
             to = lambda a: torch.from_numpy(a).to(device)
             loss, part = encoder_loss(logits, to(labels), to(targets), to(spatial), w_class, w_distance, w_direction,
-                                       sigma_deg, sigma_dist)
+                                       sigma_deg, sigma_dist, to(targets2))
             scaler.scale(loss / gradient_accumulation_steps).backward()
             for k, v in part.items():
                 parts[k] = parts.get(k, 0.0) + v / gradient_accumulation_steps

@@ -139,6 +139,29 @@ def test_loss_weights_and_spatial_mask():
     assert total0.item() == pytest.approx(1250 * math.log(2), rel=1e-5)
 
 
+def test_two_source_rows_learn_both_positions():
+    torch.manual_seed(0)
+    B = 4
+    logits = (torch.randn(B, 4), torch.randn(B, 21), torch.randn(B, 360), torch.randn(B, 180))
+    labels = torch.zeros(B, 4)
+    targets = torch.tensor([[3, 10, 90], [5, 200, 80], [0, 359, 0], [20, 0, 179]])
+    targets2 = torch.tensor([[-1, -1, -1], [7, 20, 100], [-1, -1, -1], [1, 180, 0]])
+    _, parts = encoder_loss(logits, labels, targets, torch.ones(B), 1.0, 1.0, 1.0, targets2=targets2)
+
+    def expect(x, k):  # by hand: -(sum of goal * log-softmax), goal one-hot or two halves
+        logp = torch.log_softmax(x, -1)
+        rows = [-(logp[b, targets[b, k]] if targets2[b, k] < 0 else 0.5 * (logp[b, targets[b, k]] + logp[b, targets2[b, k]]))
+                for b in range(B)]
+        return torch.stack(rows).mean().item()
+    assert parts['dist'] == pytest.approx(expect(logits[1], 0), rel=1e-5)
+    assert parts['az'] == pytest.approx(expect(logits[2], 1), rel=1e-5)
+    assert parts['el'] == pytest.approx(expect(logits[3], 2), rel=1e-5)
+    # no second source anywhere: the same as the one-target loss
+    _, p1 = encoder_loss(logits, labels, targets, torch.ones(B), 1.0, 1.0, 1.0)
+    _, p2 = encoder_loss(logits, labels, targets, torch.ones(B), 1.0, 1.0, 1.0, targets2=torch.full((B, 3), -1))
+    assert p1 == pytest.approx(p2)
+
+
 def test_soft_targets_wrap_round():
     t = soft_targets(torch.tensor([0, 180]), 360, 5.0, circular=True)
     assert torch.allclose(t.sum(1), torch.ones(2)) and t.argmax(1).tolist() == [0, 180]
