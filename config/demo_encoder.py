@@ -21,7 +21,8 @@ mask_f_prob = 0.0
 time_mask = 20           # ~192/1024 of the frames, as the paper's SpecAugment
 freq_mask = 24
 mixup_prob = 0.0         # single sources only: mixup (same IR) adds nothing spatial and slows a short run
-two_source_prob = 0.0    # the heads predict one position; true mixtures are for BAT (train_bat.py)
+two_source_prob = 0.0    # single sources; mixtures (+ two_source_spatial) as a 1000-step fine-tune helped E distance
+                         # a little, not E direction (README, bench/probe_encoder.py)
 w_class = 30.0           # 25 classes: the paper's 1250 x BCE is sized for 355 and would drown the spatial losses
 w_distance = 4.0         # x CE(distance); at 1 the distance head was barely learned (DER 74.5 -> 40 at 4, the rest alike)
 sigma_deg = 10.0         # Gaussian azimuth/elevation targets: neighbouring bins share the gradient
