@@ -181,9 +181,9 @@ def test_torchrun_fsdp_lora_matches_ddp_and_resumes(tiny, tmp_path):
     assert set(ck['fsdp']) == set(ck['ddp'])
     assert all(k.startswith('projector.') or 'lora_' in k for k in ck['fsdp'])  # no frozen base weight saved
     lora_b = [k for k in ck['fsdp'] if k.endswith('lora_b')]
-    assert lora_b and all(ck['fsdp'][k].abs().max() > 1e-4 for k in lora_b)  # B starts at zero: it trained
-    for k, v in ck['ddp'].items():
-        assert torch.allclose(v, ck['fsdp'][k], atol=1e-5), k
+    assert lora_b and all(ck['fsdp'][k].abs().max() > 2e-3 for k in lora_b)  # B starts at zero: it trained
+    for k, v in ck['ddp'].items():  # reduce-scatter vs all-reduce order: ~5e-6 apart, 20x below the steps taken
+        assert torch.allclose(v, ck['fsdp'][k], atol=1e-4), k
     # stopped in stage 2 and resumed under FSDP: the same weights as the uninterrupted FSDP run
     run(base + [f'--out_dir={tmp_path / "parts"}', '--fsdp=True', '--stop_after=3'], env=env)
     out = run(base + [f'--out_dir={tmp_path / "parts"}', '--fsdp=True', '--init_from=resume'], env=env)
