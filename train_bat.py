@@ -151,7 +151,7 @@ stop_after = 0                 # stop (with a checkpoint) after this many iterat
 device = 'auto'                # 'auto' | 'cpu' | 'cuda' | 'cuda:1' ...
 dtype = 'auto'                 # 'auto' (bfloat16 on capable GPUs, else float32) | 'float32' | 'bfloat16' | 'float16'
 compile = False                # torch.compile the model
-fsdp = False                   # shard a 7B LLM over the torchrun processes (per-TransformerBlock, bf16)
+fsdp = False                   # FSDP2: shard the LLM over the torchrun processes (per TransformerBlock; compute in dtype)
 backend = 'auto'               # 'auto' (nccl on cuda, gloo on cpu) | 'nccl' | 'gloo'
 seed = 1337
 threads = 0                    # CPU threads (0 = torch default)
