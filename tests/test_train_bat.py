@@ -191,3 +191,15 @@ def test_torchrun_fsdp_lora_matches_ddp_and_resumes(tiny, tmp_path):
     parts = torch.load(tmp_path / 'parts' / 'ckpt.pt', weights_only=False)['model']
     for k, v in ck['fsdp'].items():
         assert torch.allclose(v, parts[k], atol=1e-6), k
+
+
+def test_compile_switch(tiny, tmp_path):
+    """compile=True trains (torch.compile, ~1 min of compiling on a CPU) and saves the same keys as eager."""
+    qa, enc = tiny
+    base = [PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stages=1', '--stage_iters=[1]'] + TINY
+    keys = {}
+    for flag in ('False', 'True'):
+        out = run(base + [f'--out_dir={tmp_path / flag}', f'--compile={flag}'])
+        assert 'stage 1 iter 1/1' in out
+        keys[flag] = set(torch.load(tmp_path / flag / 'ckpt.pt', weights_only=False)['model'])
+    assert keys['True'] == keys['False'] and not any('_orig_mod' in k for k in keys['True'])
