@@ -222,9 +222,11 @@ class Transformer(nn.Module):
         rot = rot.unsqueeze(-2)  # (B or 1, T, 1, hd/2): the same rotation for every head
         for i, layer in enumerate(self.layers):
             h = layer(h, rot, mask, is_causal, None if cache is None else cache[i], start_pos)
-        if targets is None:
-            return self.output(self.norm(h[:, -1:] if last_only else h))
+        if targets is None and last_only:  # generating: only the last position's logits are needed
+            h = h[:, -1:]
         logits = self.output(self.norm(h))
+        if targets is None:
+            return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 

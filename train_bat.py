@@ -300,7 +300,7 @@ if __name__ == '__main__':
     # full (unsharded) state dicts keyed by parameter name, on CPU: the same checkpoint with or without FSDP
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict, set_optimizer_state_dict)
-    full_sd = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    full_sd = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     if init_from == 'resume':
         set_optimizer_state_dict(raw, optimizer, ck['optimizer'], options=StateDictOptions(full_state_dict=True))
         log(f"resumed {ckpt_path}: stage {stage0 + 1}, iter {it0}")
@@ -338,8 +338,7 @@ if __name__ == '__main__':
 
     def checkpoint(stage, stage_iter, val):
         # collective under FSDP (every rank sends its shards of the trained weights to rank 0, which writes)
-        full = (get_model_state_dict(raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
-                                                                   ignore_frozen_params=True)) if fsdp else raw.state_dict())
+        full = get_model_state_dict(raw, options=full_sd) if fsdp else raw.state_dict()
         opt_state = get_optimizer_state_dict(raw, optimizer, options=full_sd)
         state = {k: v.detach().cpu() for k, v in full.items() if k in trainable_names}
         if master:

@@ -299,14 +299,14 @@ def encoder_loss(logits, labels, targets, spatial, w_class, w_distance, w_direct
     c, d, a, e = (x.float() for x in logits)
     bce = F.binary_cross_entropy_with_logits(c, labels)
 
-    def dist_of(x, t, sigma, circular):  # (B,) class indices -> (B, n) target distributions
+    def goal_of(x, t, sigma, circular):  # (B,) class indices -> (B, n) target distributions
         return F.one_hot(t.clamp(min=0), x.shape[1]).float() if sigma <= 0 else soft_targets(t, x.shape[1], sigma, circular)
 
     def ce(x, k, sigma, circular=False):
-        goal = dist_of(x, targets[:, k], sigma, circular)
+        goal = goal_of(x, targets[:, k], sigma, circular)
         if targets2 is not None:
             two = (targets2[:, k] >= 0)[:, None]
-            goal = torch.where(two, 0.5 * (goal + dist_of(x, targets2[:, k], sigma, circular)), goal)
+            goal = torch.where(two, 0.5 * (goal + goal_of(x, targets2[:, k], sigma, circular)), goal)
         return (F.cross_entropy(x, goal, reduction='none') * spatial).sum() / spatial.sum().clamp(min=1)
 
     dist = ce(d, 0, sigma_dist)
