@@ -44,6 +44,12 @@ class QFormerArgs:
     dropout: float = 0.1      # BERT defaults: hidden and attention dropout 0.1
     eps: float = 1e-12        # BERT LayerNorm eps inside the Q-Former
     projector: str = 'qformer'  # 'qformer' | 'linear' | 'mlp' (ablation: pooled encoder tokens)
+    table_tokens: int = 0     # the encoder's position-table tokens (spatial_ast.table), last in its sequence; each
+                              # goes to the LLM through its own Linear + LayerNorm, after the projector's n_query
+
+    @property
+    def n_prefix(self):       # audio slots in front of the prompt
+        return self.n_query + self.table_tokens
 
 
 class Attention(nn.Module):
@@ -173,11 +179,19 @@ class BAT(nn.Module):
     def __init__(self, projector, llm):
         super().__init__()
         self.projector, self.llm = projector, llm
+        a = projector.args
+        # the position table skips the projector: a Q-Former's fixed queries would have to learn to copy it
+        self.table = nn.Sequential(nn.Linear(a.encoder_dim, a.llm_dim), nn.LayerNorm(a.llm_dim)) if a.table_tokens else None
 
     def embeds(self, audio, batch):
         """Token embeddings with the audio prefix written into the audio slots. audio: (B, S, encoder_dim)."""
         emb = self.llm.embed(batch['tokens'])  # (B, T, llm_dim)
-        prefix = self.projector(audio.to(emb.dtype))  # (B, n_query, llm_dim)
+        audio = audio.to(emb.dtype)
+        if self.table is None:
+            prefix = self.projector(audio)  # (B, n_query, llm_dim)
+        else:
+            k = self.projector.args.table_tokens
+            prefix = torch.cat([self.projector(audio[:, :-k]), self.table(audio[:, -k:])], 1)  # (B, n_query + k, llm_dim)
         return emb.masked_scatter(batch['audio_mask'].unsqueeze(-1), prefix.to(emb.dtype))
 
     def forward(self, audio, batch):
@@ -189,7 +203,7 @@ class BAT(nn.Module):
     @torch.no_grad()
     def answer(self, audio, prompts, pad_id, eos_id, max_new_tokens=32, beams=1):
         """Greedy (KV cache, batched) or beam answers: a list of id lists, cut at the first EOS."""
-        n_prefix = self.projector.args.n_query
+        n_prefix = self.projector.args.n_prefix
         if beams > 1:
             return [self._beam(audio[i:i + 1], prompts[i], pad_id, eos_id, max_new_tokens, beams)
                     for i in range(len(prompts))]
@@ -201,7 +215,7 @@ class BAT(nn.Module):
     def _beam(self, audio, prompt, pad_id, eos_id, max_new_tokens, beams):
         """Plain beam search for one item (the released recipe decodes with num_beams=4, batch 1); no KV cache:
         each step re-runs the whole prefix, which is fine at eval sizes."""
-        n_prefix = self.projector.args.n_query
+        n_prefix = self.projector.args.n_prefix
         base = self.embeds(audio, batch_to(collate([prompt], None, n_prefix, pad_id), audio.device))  # (1, T, dim)
         live = [([], 0.0)]  # (ids, sum log-prob)
         done = []

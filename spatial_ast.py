@@ -4,6 +4,7 @@ Spatial-AST: the binaural encoder of BAT (what BAT hears with), written from the
 (B, 4, T, 128) = [log-mel L, log-mel R, mel cos IPD, mel sin IPD], and gives
   forward(feats) -> (class, distance, azimuth, elevation) logits   (heads on 3 [CLS] tokens)
   tokens(feats)  -> (B, 3 + N, dim) full token sequence, no final norm   (what BAT's projector reads)
+                    [+ a position table of the top-k classes, for models with class_positions, see table()]
 
 Parameter names and shapes follow the official model, so its `finetuned.pth` (load_official) and an AudioMAE
 ViT-B checkpoint (load_audiomae, partial) load into SpatialAST(ModelArgs()). Our own train_encoder.py
@@ -43,6 +44,8 @@ class ModelArgs:
     norm_eps: float = 1e-6
     ipd_scale: float = 1.0    # multiplies the mel cos/sin IPD channels before the stem (1 = official; see front())
     stem_channels: int = 1    # channels out of the conv stem = into the patch embedding (1 = official; see front())
+    class_positions: bool = False  # + a per-class position head (not in the official model; see forward())
+    position_tokens: int = 0  # with class_positions: tokens() also gives the top-k classes' positions (see table())
 
 N_CLS = 3  # [CLS] tokens: 0 distance, 1 direction (azimuth + elevation), 2 class
 
@@ -180,6 +183,9 @@ class SpatialAST(nn.Module):
         self.azimuth_head = nn.Linear(D, args.n_azimuth)
         self.elevation_head = nn.Linear(D, args.n_elevation)
         self.head = nn.Linear(D, args.n_classes)
+        if args.class_positions:  # per class: (right, front, up) unit-vector parts from doa, distance from dis
+            self.class_direction_head = nn.Linear(D, args.n_classes * 3)
+            self.class_distance_head = nn.Linear(D, args.n_classes)
         self._init_weights()
 
     def _init_weights(self):
@@ -211,7 +217,7 @@ class SpatialAST(nn.Module):
             x = spec_augment(x, self.args.freq_mask, self.args.time_mask)
         return x
 
-    def tokens(self, feats):
+    def encode(self, feats):
         """(B, 4, T, n_mels) -> (B, 3 + N, dim): 3 [CLS] outputs then the patch tokens, no final norm.
         In training mode N is the number of patches left by the 2-D masking."""
         x = self.patch_embed(self.front(feats))  # (B, N, D)
@@ -224,10 +230,44 @@ class SpatialAST(nn.Module):
             x = block(x)
         return x
 
-    def forward(self, feats):
-        x = self.tokens(feats)
+    def heads(self, x, positions=False):
+        """Token sequence -> (class, distance, azimuth, elevation) logits [, (B, n_classes, 4) class positions]."""
         dis, doa, cls = self.dis_norm(x[:, 0]), self.doa_norm(x[:, 1]), self.fc_norm(x[:, 2])
-        return self.head(cls), self.distance_head(dis), self.azimuth_head(doa), self.elevation_head(doa)
+        out = self.head(cls), self.distance_head(dis), self.azimuth_head(doa), self.elevation_head(doa)
+        if not positions:
+            return out
+        B, C = x.shape[0], self.args.n_classes
+        pos = torch.cat([self.class_direction_head(doa).view(B, C, 3), self.class_distance_head(dis).view(B, C, 1)], -1)
+        return out + (pos,)
+
+    def forward(self, feats, positions=False):
+        """-> (class, distance, azimuth, elevation) logits; with positions=True (class_positions models) also
+        (B, n_classes, 4): where each class's source is, (right, front, up, distance / 2 m). The official heads name
+        one position per clip, so in a two-source mix nothing ties a position to a sound; this head must answer
+        "where is the dog" for every class, which a mix can only teach by binding each sound to its own cues."""
+        return self.heads(self.encode(feats), positions)
+
+    def table(self, x):
+        """The position table: (B, k, dim) tokens, one per top-k class by probability, laid out as
+        [one-hot class (n_classes) | probability | right, front, up, distance / 2 m | one-hot rank (k) | zeros].
+        A reader finds "the dog" by its one-hot and reads its position off the same token, where the [CLS] tokens
+        hold every class's position mixed in one vector (a tiny LLM did not learn to unmix it)."""
+        k, C, D = self.args.position_tokens, self.args.n_classes, self.args.dim
+        assert C + 5 + k <= D, f'position_tokens need dim >= n_classes + 5 + k = {C + 5 + k}, have {D}'
+        logits, _, _, _, pos = self.heads(x, positions=True)
+        prob, top = torch.sigmoid(logits.float()).topk(k, dim=-1)  # (B, k) each
+        rows = torch.cat([F.one_hot(top, C).float(), prob.unsqueeze(-1),
+                          pos.float().gather(1, top.unsqueeze(-1).expand(-1, -1, 4)),
+                          torch.eye(k, device=x.device).expand(x.shape[0], -1, -1)], -1)  # (B, k, C + 5 + k)
+        return F.pad(rows, (0, D - rows.shape[-1])).to(x.dtype)
+
+    def tokens(self, feats):
+        """What BAT's projector reads: (B, 3 + N [+ position_tokens], dim), the encoder's token sequence (see
+        encode) and, for class_positions models with position_tokens > 0, the position table (see table)."""
+        x = self.encode(feats)
+        if self.args.class_positions and self.args.position_tokens > 0:
+            x = torch.cat([x, self.table(x)], 1)
+        return x
 
     def flops_per_sample(self, training=True):
         """Matmul FLOPs of one example through the transformer (forward x3 for training), for MFU."""

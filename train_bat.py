@@ -243,7 +243,8 @@ if __name__ == '__main__':
 
     # model
     qargs = QFormerArgs(n_layers=qformer_layers, n_query=n_query, dim=qformer_dim, n_heads=qformer_heads,
-                        ffn_dim=qformer_ffn, encoder_dim=encoder_dim, dropout=qformer_dropout, projector=projector)
+                        ffn_dim=qformer_ffn, encoder_dim=encoder_dim, dropout=qformer_dropout, projector=projector,
+                        table_tokens=encoder.args.position_tokens if encoder.args.class_positions else 0)
     torch.manual_seed(seed)
     if llm == 'scratch':
         llm_args = {'dim': llm_dim, 'n_layers': llm_layers, 'n_heads': llm_heads, 'vocab_size': tok.n_words,
@@ -311,7 +312,7 @@ if __name__ == '__main__':
     def get_batch(split, idx):
         """Audio tokens (B, S, dim) + the collated text batch for records idx of split."""
         recs, (prompts, answers) = (train_records, train_tok) if split == 'train' else (eval_records, eval_tok)
-        batch = batch_to(collate([prompts[i] for i in idx], [answers[i] for i in idx], qargs.n_query, tok.pad_id), device)
+        batch = batch_to(collate([prompts[i] for i in idx], [answers[i] for i in idx], qargs.n_prefix, tok.pad_id), device)
         if cache_tokens:
             tokens, index = enc[split]
             audio = tokens[index[torch.as_tensor(idx)]].to(device, torch.float32)

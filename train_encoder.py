@@ -19,7 +19,9 @@ run to run) and prints mAP / ER20 / MAE / DER beside a random predictor and a GC
 On a CPU shared with other jobs, OMP_NUM_THREADS=1 avoids OpenMP oversubscription (here: 150 ms/iter steady
 instead of 0.1-2.8 s swings for the demo model).
 Two-source mixtures (two_source_prob) are off by default, as in the official encoder training: the heads predict one
-position, so true mixtures only train the class head; they belong to BAT's QA stages.
+position, so true mixtures only train the class head; they belong to BAT's QA stages. class_positions=True (not in
+the official model) adds a head that gives every class its own position, which mixtures do train; an experiment adds
+it to the demo encoder:  python train_encoder.py config/demo_encoder.py config/demo_positions.py
 
 Outputs in out_dir: ckpt.pt (model, optimizer, model_args, iter_num, config, classes), metrics.json,
 train_log.jsonl (one line per step), summary.md.
@@ -45,6 +47,14 @@ def ir_targets(rec):
     """(distance class, azimuth class, elevation class) of one IR record (CONTRACTS §1)."""
     t = rec.get('targets') or targets_of(rec['sensor_position'], rec['source_position'])
     return t['distance_class'], t['azimuth'] % 360, (t['elevation'] + 90) % 180
+
+
+def position_of(rec):
+    """(right, front, up, distance / 2 m) of one IR's source: the class_positions head's regression target."""
+    t = rec.get('targets') or targets_of(rec['sensor_position'], rec['source_position'])
+    az, el = math.radians(t['azimuth']), math.radians(t['elevation'])
+    return np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el), t['distance'] / 2],
+                    np.float32)
 
 
 def multi_hot(labels, classes):
@@ -86,19 +96,24 @@ class ClipIRData:
         return fit_rir(self.cache.rir(self.rirs[j]['path']), self.rir_len)
 
     def batch(self, batch_size, rng):
-        n = int(self.sr * self.clip_seconds)
+        """A dict of numpy arrays: dry (B, S, N), rir (B, S, 2, L), n_src (B,), labels (B, C), targets (B, 3),
+        targets2 (B, 3; -1 without a second source), spatial (B,), positions (B, C, 4) and pos_mask (B, C):
+        each present class's source position (position_of), 0 in the mask where two sources share a class."""
+        n, C = int(self.sr * self.clip_seconds), len(self.classes)
         S = 2 if self.two_source_prob > 0 else 1
         dry = np.zeros((batch_size, S, n), np.float32)
         rir = np.zeros((batch_size, S, 2, self.rir_len), np.float32)
         n_src = np.ones(batch_size, np.int64)
-        labels = np.zeros((batch_size, len(self.classes)), np.float32)
+        labels = np.zeros((batch_size, C), np.float32)
         targets = np.zeros((batch_size, 3), np.int64)
         targets2 = np.full((batch_size, 3), -1, np.int64)  # the second source's targets in a true 2-source mix
         spatial = np.ones(batch_size, np.float32)  # 0 where the spatial losses do not apply
+        positions, pos_mask = np.zeros((batch_size, C, 4), np.float32), np.zeros((batch_size, C), np.float32)
         for b in range(batch_size):
             i, j = rng.integers(len(self.sources)), rng.integers(len(self.rirs))
             dry[b, 0], rir[b, 0], targets[b] = self.clip(i), self.rir(j), ir_targets(self.rirs[j])
             labels[b] = multi_hot(self.sources[i]['labels'], self.classes)
+            placed = [(labels[b] > 0, j)]  # (classes, IR) of each source, for the position targets
             if S == 2 and rng.random() < self.two_source_prob:
                 # a second source at its own position in the same room (as SpatialSoundQA mixtures): the class head
                 # learns both labels, and each spatial head (with two_source_spatial) both positions (two-peak target)
@@ -108,13 +123,23 @@ class ClipIRData:
                 dry[b, 1], rir[b, 1], n_src[b] = self.clip(i2), self.rir(j2), 2
                 targets2[b] = ir_targets(self.rirs[j2])
                 spatial[b] = float(self.two_source_spatial)
-                labels[b] = np.maximum(labels[b], multi_hot(self.sources[i2]['labels'], self.classes))
+                second = multi_hot(self.sources[i2]['labels'], self.classes)
+                placed.append((second > 0, j2))
+                labels[b] = np.maximum(labels[b], second)
             elif rng.random() < self.mixup_prob:
                 # waveform mixup before spatialisation: both clips at the same position, soft labels
                 i2, lam = rng.integers(len(self.sources)), rng.beta(self.mixup_alpha, self.mixup_alpha)
                 dry[b, 0] = lam * dry[b, 0] + (1 - lam) * self.clip(i2)
-                labels[b] = lam * labels[b] + (1 - lam) * multi_hot(self.sources[i2]['labels'], self.classes)
-        return dry, rir, n_src, labels, targets, targets2, spatial
+                second = multi_hot(self.sources[i2]['labels'], self.classes)
+                placed.append((second > 0, j))
+                labels[b] = lam * labels[b] + (1 - lam) * second
+            owner = np.full(len(self.classes), -1)  # the IR of each class's source; -2: two sources, two places
+            for present, k in placed:
+                owner[present] = np.where(owner[present] == -1, k, np.where(owner[present] == k, k, -2))
+            for c in np.nonzero(owner >= 0)[0]:
+                positions[b, c], pos_mask[b, c] = position_of(self.rirs[owner[c]]), 1.0
+        return dict(dry=dry, rir=rir, n_src=n_src, labels=labels, targets=targets, targets2=targets2, spatial=spatial,
+                    positions=positions, pos_mask=pos_mask)
 
 
 def fixed_eval_set(sources, rirs, n_items, seed):
@@ -314,6 +339,12 @@ def encoder_loss(logits, labels, targets, spatial, w_class, w_distance, w_direct
     total = w_class * bce + w_distance * dist + w_direction * (az + el)
     return total, {'bce': bce.item(), 'dist': dist.item(), 'az': az.item(), 'el': el.item()}
 
+def position_loss(pred, goal, mask):
+    """Squared error of the class_positions head (B, C, 4) on the classes present (mask (B, C)), summed over the 4
+    parts and averaged over (item, class) pairs."""
+    err = ((pred.float() - goal) ** 2).sum(-1)  # (B, C)
+    return (err * mask).sum() / mask.sum().clamp(min=1)
+
 # -----------------------------------------------------------------------------
 if __name__ == '__main__':
     # --- config: defaults are the paper's Spatial-AST recipe (facts §3); config/*.py and --key=value override ---
@@ -349,12 +380,15 @@ if __name__ == '__main__':
     drop_path = 0.1; mask_t_prob = 0.25; mask_f_prob = 0.25; freq_mask = 48; time_mask = 192
     ipd_scale = 1.0                # x the mel IPD channels before the stem (1 = official; the demo uses 100)
     stem_channels = 1              # conv stem output channels (1 = official; the demo uses 4)
+    class_positions = False        # + a per-class position head (not official; the demo uses it: type E needs it)
+    position_tokens = 0            # with class_positions: BAT also reads the top-k classes' positions (spatial_ast.table)
     # loss weights
     w_class = 1250.0               # BCE is averaged over classes; 1250 makes it count at 355 classes
     w_distance = 1.0
     w_direction = 2.0              # on CE(azimuth) + CE(elevation)
     sigma_deg = 0.0                # 0 = one-hot azimuth/elevation targets (official) | > 0: Gaussian targets, degrees
     sigma_dist = 0.0               # 0 = one-hot distance targets (official) | > 0: Gaussian targets, in 0.5 m bins
+    w_position = 10.0              # x position_loss of the class_positions head (when on)
     # optimiser
     learning_rate = 1e-3           # peak lr (official: blr 1e-3 x batch 256 / 256)
     min_lr = 1e-6
@@ -422,15 +456,23 @@ if __name__ == '__main__':
     # --- model ---
     if ckpt is not None and is_ours:
         model_args = ModelArgs(**ckpt['model_args'])
+        if init_from != 'resume' and class_positions:  # a fine-tune may add the per-class position head
+            model_args.class_positions, model_args.position_tokens = True, position_tokens
     else:
         model_args = ModelArgs(n_frames=n_frames, n_mels=n_mels, patch=patch, dim=dim, depth=depth, n_heads=n_heads,
                                mlp_ratio=mlp_ratio, n_classes=len(classes), drop_path=drop_path, mask_t_prob=mask_t_prob,
                                mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask,
-                               ipd_scale=ipd_scale, stem_channels=stem_channels)
+                               ipd_scale=ipd_scale, stem_channels=stem_channels, class_positions=class_positions,
+                               position_tokens=position_tokens)
     model = SpatialAST(model_args)
     iter_num, best_mae = 0, float('inf')
     if ckpt is not None and is_ours:
-        model.load_state_dict(clean_state_dict(ckpt['model']))
+        missing, unexpected = model.load_state_dict(clean_state_dict(ckpt['model']), strict=False)
+        new_heads = {k for k in model.state_dict() if k.startswith('class_')}
+        if unexpected or set(missing) - new_heads:
+            raise ValueError(f'{resume_path}: weights do not fit the model: missing {missing}, unexpected {unexpected}')
+        if missing:
+            say(f'new, untrained: {sorted(missing)}')
         if init_from == 'resume':
             iter_num, best_mae = ckpt['iter_num'], ckpt.get('best_mae', best_mae)
     elif ckpt is not None:  # an outside checkpoint: the official model loads whole, AudioMAE partially
@@ -499,16 +541,19 @@ if __name__ == '__main__':
         torch.manual_seed(int(rng.integers(2 ** 62)))
         parts = {}
         for micro in range(gradient_accumulation_steps):
-            dry, rir, n_src, labels, targets, targets2, spatial = data.batch(batch_size, rng)
+            b = data.batch(batch_size, rng)
             with torch.no_grad():
-                feats = features.binaural_features(spatialise(dry, rir, n_src, device))
+                feats = features.binaural_features(spatialise(b['dry'], b['rir'], b['n_src'], device))
             if ddp:  # all-reduce gradients on the last micro-step only
                 model.require_backward_grad_sync = micro == gradient_accumulation_steps - 1
             with ctx:
-                logits = model(feats)
-            to = lambda a: torch.from_numpy(a).to(device)
-            loss, part = encoder_loss(logits, to(labels), to(targets), to(spatial), w_class, w_distance, w_direction,
-                                       sigma_deg, sigma_dist, to(targets2))
+                out = model(feats, positions=model_args.class_positions)
+            b = {k: torch.from_numpy(v).to(device) for k, v in b.items() if k not in ('dry', 'rir')}
+            loss, part = encoder_loss(out[:4], b['labels'], b['targets'], b['spatial'], w_class, w_distance,
+                                      w_direction, sigma_deg, sigma_dist, b['targets2'])
+            if model_args.class_positions:
+                pos = position_loss(out[4], b['positions'], b['pos_mask'])
+                loss, part['pos'] = loss + w_position * pos, pos.item()
             scaler.scale(loss / gradient_accumulation_steps).backward()
             for k, v in part.items():
                 parts[k] = parts.get(k, 0.0) + v / gradient_accumulation_steps
@@ -526,7 +571,7 @@ if __name__ == '__main__':
                 f.write(json.dumps({'iter': iter_num, 'lr': lr, **parts}) + '\n')
             if iter_num % log_interval == 0:
                 print(f"iter {iter_num}: loss {parts['loss']:.4f} (bce {parts['bce']:.4f} dist {parts['dist']:.3f} "
-                      f"az {parts['az']:.3f} el {parts['el']:.3f}), lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
+                      f"az {parts['az']:.3f} el {parts['el']:.3f} pos {parts.get('pos', 0):.3f}), lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
                       f"{samples_per_iter / dt:.1f} samples/s", flush=True)
         iter_num += 1
 

@@ -9,6 +9,8 @@ What a frozen Spatial-AST tells the LLM: diagnostics of an encoder checkpoint on
    question as queries over the frozen tokens of the mix, plus the asked relation) trained on the E train items and
    scored on the E eval items. It knows exactly which classes the question names, so if it stays near 50 %, the
    tokens do not carry what E needs, and no projector or LLM on top of them can answer E either.
+3. For encoders with a per-class position head (train_encoder.py class_positions=True): the E Yes/No items answered
+   straight from that head (x's position minus y's along the asked axis), per axis, with no training at all.
 
     python bench/probe_encoder.py                                          # the demo's encoder and QA (~4 min, CPU)
     python bench/probe_encoder.py --ckpt=out/encoder/ckpt.pt --qa_dir=out/qa --device=cuda
@@ -26,7 +28,7 @@ import features
 import spatial_ast
 from bat import encoder_tokens
 from common import read_records
-from make_qa import REL_PHRASE
+from make_qa import DIRECTIONS, REL_PHRASE
 
 # --- config ---
 ckpt = 'out/demo/encoder/ckpt.pt'  # train_encoder.py checkpoint
@@ -102,15 +104,45 @@ class Reader(nn.Module):
         return self.out(torch.cat([h.flatten(1), self.rel(rel)], 1))
 
 
+# relation -> (axis of the class_positions head: right, front, up, distance; sign of x minus y when it holds)
+REL_AXIS = {'left': (0, -1), 'right': (0, 1), 'front': (1, 1), 'behind': (1, -1), 'above': (2, 1), 'below': (2, -1),
+            'closer': (3, -1), 'farther': (3, 1)}
+
+
+def relation_of(question):
+    rels = sorted(REL_PHRASE, key=lambda r: -len(REL_PHRASE[r]))  # longest phrase first ('behind' is in no other)
+    return next(k for k in rels if REL_PHRASE[k] in question)
+
+
+@torch.no_grad()
+def head_answers(encoder, records, meta, classes):
+    """E Yes/No straight from a class_positions head (no training): x minus y along the asked axis.
+    Returns {relation: (hits, n)}."""
+    records = [r for r in records if r['question_type'] in E_TYPES]
+    cache, tally = features.AudioCache(), {}
+    for i in range(0, len(records), 64):
+        chunk = records[i:i + 64]
+        f, _ = features.qa_features(chunk, meta['audio_root'], meta['reverb_root'], cache, device,
+                                    clip_seconds=clip_seconds)
+        pos = encoder(f, positions=True)[4]  # (B, C, 4)
+        for k, r in enumerate(chunk):
+            rel = relation_of(r['question'])
+            axis, sign = REL_AXIS[rel]
+            x, y = (classes.index(t['labels'][0]) for t in r['targets'][:2])
+            holds = sign * float(pos[k, x, axis] - pos[k, y, axis]) > 0
+            h, n = tally.get(rel, (0, 0))
+            tally[rel] = (h + (holds == (r['answer'] == 'Yes')), n + 1)
+    return tally
+
+
 def e_items(records, encoder, meta, classes):
     """Frozen tokens (N, S, dim) of the E Yes/No items, and (x class, y class, relation, answer, is-distance)."""
     records = [r for r in records if r['question_type'] in E_TYPES]
     tokens, index = encoder_tokens(records, encoder, ckpt, meta['audio_root'], meta['reverb_root'], cache_dir, device,
                                    clip_seconds, 32, log=lambda *a: None)
-    rels = sorted(REL_PHRASE, key=lambda r: -len(REL_PHRASE[r]))  # longest phrase first ('behind' is in no other)
     rows = []
     for r in records:
-        rel = next(k for k in rels if REL_PHRASE[k] in r['question'])
+        rel = relation_of(r['question'])
         rows.append((classes.index(r['targets'][0]['labels'][0]), classes.index(r['targets'][1]['labels'][0]),
                      list(REL_PHRASE).index(rel), r['answer'] == 'Yes', rel in ('closer', 'farther')))
     return tokens[index].float().to(device), torch.tensor(rows, device=device)
@@ -133,6 +165,14 @@ if __name__ == '__main__':
     cue = cue_probe(P_tr, y_tr, P_ev, y_ev)
     print(f"the input itself (MLP on pooled ILD + IPD, {len(y_tr)} train items): left/right {100 * cue[0]:.1f} %, "
           f"front/behind {100 * cue[1]:.1f} %, above/below {100 * cue[2]:.1f} %")
+
+    if encoder.args.class_positions:
+        tally = head_answers(encoder, evals, meta, classes)
+        pct = lambda rels: 100 * sum(tally[r][0] for r in rels) / max(1, sum(tally[r][1] for r in rels))
+        print('E straight from the class_positions head (eval items): ' + ', '.join(
+            f'{a}/{b} {pct((a, b)):.1f} %' for a, b in (('left', 'right'), ('front', 'behind'), ('above', 'below'),
+                                                        ('closer', 'farther'))) +
+              f'; direction {pct(DIRECTIONS):.1f} %, distance {pct(("closer", "farther")):.1f} %')
 
     Xtr, rtr = e_items(train, encoder, meta, classes)
     Xev, rev = e_items(evals, encoder, meta, classes)

@@ -5,10 +5,10 @@ import bat
 import llama
 
 
-def tiny_bat(n_query=4, enc_dim=24, vocab=40, projector='qformer'):
+def tiny_bat(n_query=4, enc_dim=24, vocab=40, projector='qformer', table_tokens=0):
     torch.manual_seed(0)
     qa = bat.QFormerArgs(n_layers=2, n_query=n_query, dim=32, n_heads=4, ffn_dim=64, encoder_dim=enc_dim,
-                         llm_dim=48, dropout=0.0, projector=projector)
+                         llm_dim=48, dropout=0.0, projector=projector, table_tokens=table_tokens)
     lm = llama.Transformer(llama.ModelArgs(dim=48, n_layers=2, n_heads=4, vocab_size=vocab, multiple_of=16,
                                            max_seq_len=64))
     return bat.BAT(bat.make_projector(qa), lm).eval()
@@ -78,6 +78,24 @@ def test_answer_greedy_matches_beam1_and_batching():
     assert beam1 == batched  # beam width 1 is greedy
     beams = model.answer(audio, prompts, pad_id=2, eos_id=2, max_new_tokens=6, beams=3)
     assert len(beams) == 3 and all(isinstance(b, list) for b in beams)
+
+
+def test_position_table_skips_the_projector():
+    """The encoder's last table_tokens tokens become their own prefix slots (after the projector's n_query); the
+    projector reads only the tokens before them."""
+    model = tiny_bat(table_tokens=2)
+    assert model.projector.args.n_prefix == 6
+    audio = torch.randn(2, 9, 24)
+    batch = bat.collate([[1, 5, 6], [1, 7]], [[8, 2], [9, 2]], 6, 0)
+    emb = model.embeds(audio, batch)
+    prefix = emb[batch['audio_mask']].view(2, 6, 48)
+    assert torch.allclose(prefix[:, :4], model.projector(audio[:, :7]), atol=1e-6)
+    assert torch.allclose(prefix[:, 4:], model.table(audio[:, 7:]), atol=1e-6)
+    changed = audio.clone()
+    changed[:, 8] += 1.0  # the second table token moves only the last slot
+    after = model.embeds(changed, batch)[batch['audio_mask']].view(2, 6, 48)
+    assert torch.equal(after[:, :5], prefix[:, :5]) and not torch.allclose(after[:, 5], prefix[:, 5])
+    assert model.answer(audio, [[1, 5, 6], [1, 7]], pad_id=0, eos_id=2, max_new_tokens=3)  # generation lays it out too
 
 
 def test_trainable_state_only_trainable():

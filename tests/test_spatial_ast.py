@@ -49,6 +49,31 @@ def test_shapes_train_and_eval():
     assert m(feats)[2].shape == (3, 360)
 
 
+def test_class_positions_and_position_table():
+    m = tiny(class_positions=True, position_tokens=2).eval()
+    feats = torch.randn(3, 4, 64, 128)
+    with torch.no_grad():
+        for h in (m.head, m.class_direction_head, m.class_distance_head):  # heads away from ~0 so the order shows
+            torch.nn.init.normal_(h.weight)
+        c, d, a, e, pos = m(feats, positions=True)
+        assert pos.shape == (3, 5, 4) and len(m(feats)) == 4  # positions only when asked
+        x = m.tokens(feats)
+        assert x.shape == (3, 3 + 4 * 8 + 2, 32)
+        assert torch.equal(x[:, :-2], m.encode(feats))  # the encoder tokens themselves are unchanged
+        prob = torch.sigmoid(c)
+        for b in range(3):
+            order = prob[b].argsort(descending=True)
+            for rank in range(2):
+                row, k = x[b, 3 + 32 + rank], int(order[rank])
+                assert row[:5].argmax() == k and row[:5].sum() == 1  # one-hot class
+                assert row[5] == pytest.approx(prob[b, k].item(), abs=1e-5)
+                assert torch.allclose(row[6:10], pos[b, k], atol=1e-5)  # that class's position
+                assert row[10 + rank] == 1 and row[10:12].sum() == 1 and (row[12:] == 0).all()  # rank, padding
+    with pytest.raises(AssertionError, match='dim >= n_classes'):
+        tiny(class_positions=True, position_tokens=2, n_classes=30).eval().tokens(feats)
+    assert tiny(class_positions=True).eval().tokens(feats).shape[1] == 3 + 32  # no table unless position_tokens > 0
+
+
 def test_augmentations_only_in_training():
     m = tiny()
     feats = torch.randn(2, 4, 64, 128)

@@ -13,8 +13,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from train_encoder import (average_precision, encoder_loss, soft_targets, fixed_eval_set, gcc_phat_itd, get_lr,
-                           great_circle_deg, itd_to_azimuth, mean_ap, param_groups, score)
+import features
+from train_encoder import (ClipIRData, average_precision, encoder_loss, soft_targets, fixed_eval_set, gcc_phat_itd,
+                           get_lr, great_circle_deg, itd_to_azimuth, mean_ap, param_groups, position_loss, position_of,
+                           score)
 from spatial_ast import ModelArgs, SpatialAST, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +164,47 @@ def test_two_source_rows_learn_both_positions():
     assert p1 == pytest.approx(p2)
 
 
+def test_class_position_targets_follow_each_source(tmp_path):
+    """Two-source rows: every class present gets its own source's position; a class in both sources none."""
+    sources, rd = make_data(tmp_path)
+    srcs = [r for r in features.read_sources(str(sources)) if r['split'] == 'train']
+    rirs = features.read_rirs(str(rd), 'train')
+    classes = ['Bell', 'Dog', 'Speech']
+    data = ClipIRData(srcs, rirs, classes, features.AudioCache(), SR, 0.1, 0.01, mixup_prob=0.0, two_source_prob=1.0)
+    b = data.batch(64, np.random.default_rng(0))
+    assert b['positions'].shape == (64, 3, 4) and (b['n_src'] == 2).all()
+    from train_encoder import ir_targets
+    place = lambda t: [position_of(r) for r in rirs if list(ir_targets(r)) == list(t)]  # IRs with these targets
+    seen = set()
+    for k in range(64):
+        present = np.nonzero(b['labels'][k] > 0)[0]
+        same_ir = (b['targets'][k] == b['targets2'][k]).all()
+        if len(present) == 1:  # both clips of one class: a position only if both sit at the same IR
+            seen.add('shared')
+            assert b['pos_mask'][k].sum() == float(same_ir)
+            continue
+        seen.add('two')
+        assert b['pos_mask'][k].sum() == 2 and (b['pos_mask'][k][b['labels'][k] == 0] == 0).all()
+        got = [b['positions'][k, c] for c in present]
+        first, second = place(b['targets'][k]), place(b['targets2'][k])
+        # one class sits at the first source's IR, the other at the second's
+        assert any(np.allclose(got[0], p) for p in first) and any(np.allclose(got[1], p) for p in second) or \
+            any(np.allclose(got[1], p) for p in first) and any(np.allclose(got[0], p) for p in second)
+    assert seen == {'shared', 'two'}
+    # the right-hand part is cos(el) cos(az): a source straight to the right (az 0) is +1, distance halved
+    r = {'targets': {'azimuth': 0, 'elevation': 0, 'distance': 3.0}}
+    assert np.allclose(position_of(r), [1, 0, 0, 1.5], atol=1e-6)
+
+
+def test_position_loss_counts_only_masked_classes():
+    pred, goal = torch.zeros(2, 3, 4), torch.ones(2, 3, 4)
+    mask = torch.tensor([[1.0, 0, 0], [0, 0, 1]])
+    assert position_loss(pred, goal, mask).item() == pytest.approx(4.0)
+    pred[0, 1] = 100.0  # an absent class: no loss
+    assert position_loss(pred, goal, mask).item() == pytest.approx(4.0)
+    assert position_loss(pred, goal, torch.zeros(2, 3)).item() == 0.0
+
+
 def test_soft_targets_wrap_round():
     t = soft_targets(torch.tensor([0, 180]), 360, 5.0, circular=True)
     assert torch.allclose(t.sum(1), torch.ones(2)) and t.argmax(1).tolist() == [0, 180]
@@ -201,6 +244,26 @@ def test_train_resume_exact_and_eval_only(tmp_path):
     run_script(common + [f'--out_dir={a}', '--init_from=resume', '--eval_only=True', f'--eval_sources={sources}'])
     assert json.loads((a / 'metrics_real.json').read_text())['iter'] == 4
     assert len(read_log(a)) == 4
+
+
+def test_fine_tune_adds_class_positions(tmp_path):
+    """The demo's second encoder stage: start from a checkpoint, add the per-class position head and its table."""
+    sources, rd = make_data(tmp_path)
+    common = TINY + [f'--sources={sources}', f'--render_dir={rd}', '--eval_interval=2', '--max_iters=2']
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    run_script(common + [f'--out_dir={a}'])
+    stdout = run_script(common + [f'--out_dir={b}', f'--init_from={a / "ckpt.pt"}', '--class_positions=True',
+                                  '--position_tokens=2', '--two_source_prob=0.5', '--w_position=5.0'])
+    assert 'new, untrained' in stdout and 'class_direction_head.weight' in stdout
+    assert all(r['pos'] > 0 for r in read_log(b).values())  # the position loss trained
+    first, _ = load_checkpoint(a / 'ckpt.pt', 'cpu')
+    model, ckpt = load_checkpoint(b / 'ckpt.pt', 'cpu')
+    assert ckpt['model_args']['class_positions'] and ckpt['model_args']['position_tokens'] == 2
+    assert model.tokens(torch.randn(1, 4, 40, 128)).shape == (1, 3 + 4 * 8 + 2, 32)
+    # the rest started from the first stage's weights: two small steps away from them, not a fresh draw
+    w0, w1 = first.state_dict()['blocks.0.attn.qkv.weight'], model.state_dict()['blocks.0.attn.qkv.weight']
+    fresh = SpatialAST(ModelArgs(**ckpt['model_args'])).state_dict()['blocks.0.attn.qkv.weight']
+    assert (w1 - w0).norm() < 0.1 * (fresh - w0).norm()
 
 
 def test_torchrun_two_ranks_cpu(tmp_path):

@@ -1,0 +1,14 @@
+# Experiment on top of the demo (not part of demo.sh): fine-tune the demo encoder on two-source mixtures with a
+# per-class position head, so each sound of a mix is tied to its own position, and give BAT the 2 likeliest classes'
+# positions as extra tokens (README, "why E stays at chance"). ~3 min on 2 cores:
+#   python train_encoder.py config/demo_encoder.py config/demo_positions.py
+#   python bench/probe_encoder.py --ckpt=out/demo/encoder_pos/ckpt.pt     (E straight from the new head)
+#   python train_bat.py config/demo_bat.py --encoder_ckpt=out/demo/encoder_pos/ckpt.pt --out_dir=out/demo/bat_pos
+init_from = 'out/demo/encoder/ckpt.pt'  # the demo encoder (its model_args; the new head starts at ~0)
+out_dir = 'out/demo/encoder_pos'
+class_positions = True   # the per-class (right, front, up, distance / 2 m) head: spatial_ast.SpatialAST.forward
+position_tokens = 2      # BAT reads the 2 likeliest classes' positions as 2 extra tokens (spatial_ast.table)
+two_source_prob = 0.7    # most items are two sources at their own positions in one room, as E's mixtures
+w_position = 30.0
+learning_rate = 2e-3     # a fine-tune: below the first run's 5e-3
+max_iters = 1500
