@@ -20,8 +20,8 @@ On a CPU shared with other jobs, OMP_NUM_THREADS=1 avoids OpenMP oversubscriptio
 instead of 0.1-2.8 s swings for the demo model).
 Two-source mixtures (two_source_prob) are off by default, as in the official encoder training: the heads predict one
 position, so true mixtures only train the class head; they belong to BAT's QA stages. class_positions=True (not in
-the official model) adds a head that gives every class its own position, which mixtures do train; an experiment adds
-it to the demo encoder:  python train_encoder.py config/demo_encoder.py config/demo_positions.py
+the official model) adds a head that gives every class its own position, which mixtures do train; the demo adds it in
+a second, fine-tuning stage:  python train_encoder.py config/demo_encoder.py config/demo_positions.py
 
 Outputs in out_dir: ckpt.pt (model, optimizer, model_args, iter_num, config, classes), metrics.json,
 train_log.jsonl (one line per step), summary.md.

@@ -1,17 +1,18 @@
-# Tiny BAT for the CPU demo (encoder-token cache ~0.5 min + 1600 iters x ~0.17 s on 2 cores):
+# Tiny BAT for the CPU demo (encoder-token cache ~0.5 min + 2100 iters x ~0.19 s on 2 cores):
 # python train_bat.py config/demo_bat.py
-# the frozen demo encoder's tokens (3 + N, its dim) -> a 2-layer Q-Former (16 queries) -> a from-scratch 3-layer LLaMA
+# the frozen demo encoder's tokens (3 + N, its dim) -> a 2-layer Q-Former (16 queries) -> a from-scratch 4-layer LLaMA;
+# its 2 position-table tokens (config/demo_positions.py) go to the LLM as 2 more prefix slots (bat.BAT.table)
 out_dir = 'out/demo/bat'
 qa_dir = 'out/demo/qa'
 max_items_per_type = 1000  # 7000 of the 9000 demo items (encoder-token cache: ~260 items/s on 2 idle cores)
-encoder_ckpt = 'out/demo/encoder/ckpt.pt'
+encoder_ckpt = 'out/demo/encoder_pos/ckpt.pt'  # the second encoder stage (per-class position head)
 device = 'cpu'
 clip_seconds = 2.0
 encode_batch_size = 32
 llm = 'scratch'
 vocab_size = 1024
 llm_dim = 128
-llm_layers = 3
+llm_layers = 4           # 3 layers (and 1000 stage-III steps) confused answer formats more often
 llm_heads = 4
 qformer_layers = 2
 n_query = 16
@@ -20,7 +21,7 @@ qformer_heads = 4
 qformer_ffn = 768
 qformer_dropout = 0.0
 stages = 3
-stage_iters = [300, 300, 1000]  # I (A+B), II (A-D), III (A-E): III has the most (and the new E) question kinds
+stage_iters = [300, 300, 1500]  # I (A+B), II (A-D), III (A-E): III has the most (and the new E) question kinds
 batch_size = 32
 learning_rate = 1e-3     # a from-scratch tiny LLM wants far more than LoRA's 1e-4
 min_lr = 1e-4

@@ -1,14 +1,13 @@
-# Experiment on top of the demo (not part of demo.sh): fine-tune the demo encoder on two-source mixtures with a
-# per-class position head, so each sound of a mix is tied to its own position, and give BAT the 2 likeliest classes'
-# positions as extra tokens (README, "why E stays at chance"). ~3 min on 2 cores:
+# Second demo encoder stage (demo.sh runs it after config/demo_encoder.py; ~3 min on 2 cores): fine-tune the demo
+# encoder on two-source mixtures with a per-class position head, so each sound of a mix is tied to its own position
+# (D and E ask "where is the dog" inside a mix), and give BAT the 2 likeliest classes' positions as 2 extra tokens.
 #   python train_encoder.py config/demo_encoder.py config/demo_positions.py
-#   python bench/probe_encoder.py --ckpt=out/demo/encoder_pos/ckpt.pt     (E straight from the new head)
-#   python train_bat.py config/demo_bat.py --encoder_ckpt=out/demo/encoder_pos/ckpt.pt --out_dir=out/demo/bat_pos
-init_from = 'out/demo/encoder/ckpt.pt'  # the demo encoder (its model_args; the new head starts at ~0)
+#   python bench/probe_encoder.py --ckpt=out/demo/encoder_pos/ckpt.pt     (E answered straight from the new head)
+init_from = 'out/demo/encoder/ckpt.pt'  # the first stage (its model_args; the new head starts at ~0)
 out_dir = 'out/demo/encoder_pos'
 class_positions = True   # the per-class (right, front, up, distance / 2 m) head: spatial_ast.SpatialAST.forward
 position_tokens = 2      # BAT reads the 2 likeliest classes' positions as 2 extra tokens (spatial_ast.table)
-two_source_prob = 0.7    # most items are two sources at their own positions in one room, as E's mixtures
+two_source_prob = 0.7    # most items are two sources at their own positions in one room, as D's and E's mixtures
 w_position = 30.0
-learning_rate = 2e-3     # a fine-tune: below the first run's 5e-3
+learning_rate = 2e-3     # a fine-tune: below the first stage's 5e-3
 max_iters = 1500
