@@ -250,8 +250,8 @@ class SpatialAST(nn.Module):
     def table(self, x):
         """The position table: (B, k, dim) tokens, one per top-k class by probability, laid out as
         [one-hot class (n_classes) | probability | right, front, up, distance / 2 m | one-hot rank (k) | zeros].
-        A reader finds "the dog" by its one-hot and reads its position off the same token, where the [CLS] tokens
-        hold every class's position mixed in one vector (a tiny LLM did not learn to unmix it)."""
+        A reader finds "the dog" by its one-hot and reads its position off the same token; in the [CLS] tokens every
+        class's position is mixed into one vector."""
         k, C, D = self.args.position_tokens, self.args.n_classes, self.args.dim
         assert C + 5 + k <= D, f'position_tokens need dim >= n_classes + 5 + k = {C + 5 + k}, have {D}'
         logits, _, _, _, pos = self.heads(x, positions=True)
