@@ -381,7 +381,7 @@ if __name__ == '__main__':
     drop_path = 0.1; mask_t_prob = 0.25; mask_f_prob = 0.25; freq_mask = 48; time_mask = 192
     ipd_scale = 1.0                # x the mel IPD channels before the stem (1 = official; the demo uses 100)
     stem_channels = 1              # conv stem output channels (1 = official; the demo uses 4)
-    class_positions = False        # + a per-class position head (not official; the demo's 2nd stage: D/E name a sound of a mix)
+    class_positions = False        # + a per-class position head (not official; the demo's 2nd stage uses it for D, E)
     position_tokens = 0            # with class_positions: BAT also reads the top-k classes' positions (spatial_ast.table)
     # loss weights
     w_class = 1250.0               # BCE is averaged over classes; 1250 makes it count at 355 classes
