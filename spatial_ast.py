@@ -261,11 +261,16 @@ class SpatialAST(nn.Module):
                           torch.eye(k, device=x.device).expand(x.shape[0], -1, -1)], -1)  # (B, k, C + 5 + k)
         return F.pad(rows, (0, D - rows.shape[-1])).to(x.dtype)
 
+    @property
+    def n_table_tokens(self):
+        """How many position-table tokens tokens() appends (0 unless class_positions and position_tokens > 0)."""
+        return self.args.position_tokens if self.args.class_positions else 0
+
     def tokens(self, feats):
-        """What BAT's projector reads: (B, 3 + N [+ position_tokens], dim), the encoder's token sequence (see
-        encode) and, for class_positions models with position_tokens > 0, the position table (see table)."""
+        """What BAT's projector reads: (B, 3 + N + n_table_tokens, dim), the encoder's token sequence (see encode)
+        then, for class_positions models with position_tokens > 0, the position table (see table)."""
         x = self.encode(feats)
-        if self.args.class_positions and self.args.position_tokens > 0:
+        if self.n_table_tokens:
             x = torch.cat([x, self.table(x)], 1)
         return x
 

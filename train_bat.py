@@ -244,7 +244,7 @@ if __name__ == '__main__':
     # model
     qargs = QFormerArgs(n_layers=qformer_layers, n_query=n_query, dim=qformer_dim, n_heads=qformer_heads,
                         ffn_dim=qformer_ffn, encoder_dim=encoder_dim, dropout=qformer_dropout, projector=projector,
-                        table_tokens=encoder.args.position_tokens if encoder.args.class_positions else 0)
+                        table_tokens=encoder.n_table_tokens)
     torch.manual_seed(seed)
     if llm == 'scratch':
         llm_args = {'dim': llm_dim, 'n_layers': llm_layers, 'n_heads': llm_heads, 'vocab_size': tok.n_words,

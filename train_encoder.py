@@ -572,8 +572,8 @@ if __name__ == '__main__':
                 f.write(json.dumps({'iter': iter_num, 'lr': lr, **parts}) + '\n')
             if iter_num % log_interval == 0:
                 print(f"iter {iter_num}: loss {parts['loss']:.4f} (bce {parts['bce']:.4f} dist {parts['dist']:.3f} "
-                      f"az {parts['az']:.3f} el {parts['el']:.3f} pos {parts.get('pos', 0):.3f}), lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
-                      f"{samples_per_iter / dt:.1f} samples/s", flush=True)
+                      f"az {parts['az']:.3f} el {parts['el']:.3f} pos {parts.get('pos', 0):.3f}), lr {lr:.2e}, "
+                      f"{dt * 1000:.0f} ms/iter, {samples_per_iter / dt:.1f} samples/s", flush=True)
         iter_num += 1
 
     # --- wrap up ---
