@@ -197,7 +197,7 @@ class BAT(nn.Module):
     def forward(self, audio, batch):
         """Returns the mean loss over answer + EOS tokens."""
         _, loss = self.llm(embeds=self.embeds(audio, batch), targets=batch['targets'],
-                           attention_mask=batch['attention_mask'])
+                           attention_mask=batch['attention_mask'], loss_only=True)
         return loss
 
     @torch.no_grad()

@@ -189,13 +189,14 @@ class Transformer(nn.Module):
         return self._rope
 
     def forward(self, tokens=None, targets=None, embeds=None, attention_mask=None, cache=None, start_pos=0,
-                last_only=False):
+                last_only=False, loss_only=False):
         """
         tokens (B, T) ids, or embeds (B, T, dim) in their place. attention_mask (B, start_pos + T): 1 = real, 0 = pad
         (covers the cached positions too). cache/start_pos: KV cache from new_cache(), used by generate(); a tensor
         start_pos (the T positions to write) selects the static-shape path for CUDA graphs, where attention_mask
         spans the whole cache. Returns logits (B, T, V) (only the last position with last_only), or (logits, loss)
-        when targets are given.
+        when targets are given; with loss_only=True, (None, loss) computed on the target positions alone (training
+        on short answers after long prompts: the output layer runs on a few rows instead of all B * T).
         """
         if (tokens is None) == (embeds is None):
             raise ValueError('give exactly one of tokens or embeds')
@@ -224,6 +225,10 @@ class Transformer(nn.Module):
             h = layer(h, rot, mask, is_causal, None if cache is None else cache[i], start_pos)
         if targets is None and last_only:  # generating: only the last position's logits are needed
             h = h[:, -1:]
+        if targets is not None and loss_only:
+            keep = targets != -1  # (B, T)
+            logits = self.output(self.norm(h[keep]))  # (n_targets, V)
+            return None, F.cross_entropy(logits.float(), targets[keep])
         logits = self.output(self.norm(h))
         if targets is None:
             return logits

@@ -254,6 +254,23 @@ def test_loss_ignores_minus_one():
     assert abs(loss.item() - ref.item()) < 1e-6
 
 
+def test_loss_only_equals_full_loss_and_gradients():
+    """loss_only=True runs the output layer on the target rows alone: the same loss and the same gradients."""
+    m = tiny_model()
+    x = torch.randint(0, 96, (3, 12))
+    y = torch.full((3, 12), -1)
+    y[0, 9:], y[1, 5:7], y[2, 11] = torch.randint(0, 96, (3,)), torch.randint(0, 96, (2,)), 7
+    logits, full = m(x, targets=y)
+    full.backward()
+    g_full = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    none, short = m(x, targets=y, loss_only=True)
+    short.backward()
+    assert none is None and abs(full.item() - short.item()) < 1e-6
+    for a, p in zip(g_full, m.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+
+
 def meta_from_hf(hf_model, path, n_shards=2):
     """Write a transformers model as Meta's layout: Meta names, Meta q/k order, split like model parallelism."""
     cfg = hf_model.config
