@@ -44,12 +44,14 @@ class QFormerArgs:
     dropout: float = 0.1      # BERT defaults: hidden and attention dropout 0.1
     eps: float = 1e-12        # BERT LayerNorm eps inside the Q-Former
     projector: str = 'qformer'  # 'qformer' | 'linear' | 'mlp' (ablation: pooled encoder tokens)
-    table_tokens: int = 0     # the encoder's position-table tokens (spatial_ast.table), last in its sequence; each
-                              # goes to the LLM through its own Linear + LayerNorm, after the projector's n_query
+    table_tokens: int = 0     # the encoder's position-table tokens (spatial_ast.table), after its token sequence;
+                              # each goes to the LLM through its own Linear + LayerNorm, after the projector's n_query
+    named_sources: int = 0    # > 0: the encoder's class rows (spatial_ast.class_rows, n_classes of them) come last,
+                              # and the rows of the sounds the question names become 3 more slots (NamedSources)
 
     @property
     def n_prefix(self):       # audio slots in front of the prompt
-        return self.n_query + self.table_tokens
+        return self.n_query + self.table_tokens + (NamedSources.n_slots if self.named_sources else 0)
 
 
 class Attention(nn.Module):
@@ -135,6 +137,49 @@ class PoolProjector(nn.Module):
         return self.proj_norm(self.proj(pooled))
 
 
+class NamedSources(nn.Module):
+    """Question-keyed reading of the encoder's per-class position head: the rows of the (up to) two sounds the
+    question names, in the order it names them, and their difference -> 3 prefix slots, each Linear + LayerNorm.
+    Why: a tiny LLM trained from scratch does not learn to find "the siren" among table rows by itself (measured:
+    with true positions of all 25 classes as rows, E stayed at chance), but reads two rows in question order.
+    The lookup is by name (name_index), as an InstructBLIP projector reads the instruction, without learning it."""
+    n_slots = 3
+
+    def __init__(self, llm_dim):
+        super().__init__()
+        self.slots = nn.ModuleList(nn.Sequential(nn.Linear(6, llm_dim), nn.LayerNorm(llm_dim)) for _ in range(3))
+
+    def forward(self, rows, named):
+        """rows (B, C, >=5) = [probability, right, front, up, distance / 2 m, ...] per class; named (B, 2) class
+        indices (-1 = no such sound in the question) -> (B, 3, llm_dim)."""
+        present = (named >= 0).unsqueeze(-1).float()  # (B, 2, 1)
+        idx = named.clamp(min=0).unsqueeze(-1).expand(-1, -1, 5)
+        x = rows[..., :5].float().gather(1, idx) * present  # (B, 2, 5)
+        both = present[:, 0] * present[:, 1]  # (B, 1)
+        diff = torch.cat([both, torch.zeros_like(both), (x[:, 0, 1:] - x[:, 1, 1:]) * both], -1)  # (B, 6)
+        feats = [torch.cat([present[:, 0], x[:, 0]], -1), torch.cat([present[:, 1], x[:, 1]], -1), diff]
+        return torch.stack([slot(f) for slot, f in zip(self.slots, feats)], 1)
+
+
+def name_index(questions, classes, k=2):
+    """The classes each question names, in the order it names them: (len(questions), k) long, -1 where fewer.
+    Case-insensitive whole-word match, longest name first (so "church bell" is not also "bell")."""
+    import re
+    order = sorted(range(len(classes)), key=lambda c: -len(classes[c]))
+    pats = [(c, re.compile(r'(?<![a-z0-9])' + re.escape(classes[c].lower()) + r'(?![a-z0-9])')) for c in order]
+    out = torch.full((len(questions), k), -1, dtype=torch.long)
+    for i, q in enumerate(questions):
+        q, found = q.lower(), []
+        for c, pat in pats:
+            m = pat.search(q)
+            if m:
+                found.append((m.start(), c))
+                q = q[:m.start()] + ' ' * (m.end() - m.start()) + q[m.end():]  # a shorter name must not match here
+        for j, (_, c) in enumerate(sorted(found)[:k]):
+            out[i, j] = c
+    return out
+
+
 def make_projector(a: QFormerArgs):
     assert a.projector in ('qformer', 'linear', 'mlp'), f"projector must be qformer|linear|mlp, got {a.projector!r}"
     return QFormer(a) if a.projector == 'qformer' else PoolProjector(a)
@@ -176,23 +221,38 @@ def batch_to(batch, device):
 class BAT(nn.Module):
     """Projector + LLM. The (frozen) encoder lives outside: it runs once per item (see encoder_tokens)."""
 
-    def __init__(self, projector, llm):
+    def __init__(self, projector, llm, classes=None):
         super().__init__()
         self.projector, self.llm = projector, llm
         a = projector.args
+        self.classes = classes  # the encoder's class names, in its head's order (named_sources looks names up here)
+        assert not a.named_sources or (classes and len(classes) == a.named_sources), \
+            f'named_sources={a.named_sources} needs the encoder class names ({a.named_sources} of them)'
         # the position table skips the projector: a Q-Former's fixed queries would have to learn to copy it
         self.table = nn.Sequential(nn.Linear(a.encoder_dim, a.llm_dim), nn.LayerNorm(a.llm_dim)) if a.table_tokens else None
+        self.named = NamedSources(a.llm_dim) if a.named_sources else None
 
     def embeds(self, audio, batch):
-        """Token embeddings with the audio prefix written into the audio slots. audio: (B, S, encoder_dim)."""
+        """Token embeddings with the audio prefix written into the audio slots. audio: (B, S, encoder_dim) =
+        [encoder tokens | table_tokens rows | named_sources: one row per class]; batch['named'] (B, 2) with
+        named_sources (name_index of the questions)."""
         emb = self.llm.embed(batch['tokens'])  # (B, T, llm_dim)
         audio = audio.to(emb.dtype)
-        if self.table is None:
-            prefix = self.projector(audio)  # (B, n_query, llm_dim)
-        else:
-            k = self.projector.args.table_tokens
-            prefix = torch.cat([self.projector(audio[:, :-k]), self.table(audio[:, -k:])], 1)  # (B, n_query + k, llm_dim)
+        a = self.projector.args
+        rows = a.named_sources  # = n_classes: the class rows at the end of the sequence
+        k = a.table_tokens
+        seq = audio[:, :audio.shape[1] - k - rows]
+        prefix = [self.projector(seq)]  # (B, n_query, llm_dim)
+        if k:
+            prefix.append(self.table(audio[:, seq.shape[1]:seq.shape[1] + k]))  # (B, k, llm_dim)
+        if rows:
+            prefix.append(self.named(audio[:, -rows:], batch['named']))  # (B, 3, llm_dim)
+        prefix = torch.cat(prefix, 1)
         return emb.masked_scatter(batch['audio_mask'].unsqueeze(-1), prefix.to(emb.dtype))
+
+    def name_index(self, questions):
+        """(B, 2) indices of the sounds each question names (None for models without named_sources)."""
+        return name_index(questions, self.classes) if self.named is not None else None
 
     def forward(self, audio, batch):
         """Returns the mean loss over answer + EOS tokens."""
@@ -201,22 +261,24 @@ class BAT(nn.Module):
         return loss
 
     @torch.no_grad()
-    def answer(self, audio, prompts, pad_id, eos_id, max_new_tokens=32, beams=1):
-        """Greedy (KV cache, batched) or beam answers: a list of id lists, cut at the first EOS."""
+    def answer(self, audio, prompts, pad_id, eos_id, max_new_tokens=32, beams=1, named=None):
+        """Greedy (KV cache, batched) or beam answers: a list of id lists, cut at the first EOS.
+        named: (B, 2) name_index of the questions (models with named_sources)."""
         n_prefix = self.projector.args.n_prefix
         if beams > 1:
-            return [self._beam(audio[i:i + 1], prompts[i], pad_id, eos_id, max_new_tokens, beams)
-                    for i in range(len(prompts))]
-        batch = batch_to(collate(prompts, None, n_prefix, pad_id), audio.device)
+            return [self._beam(audio[i:i + 1], prompts[i], pad_id, eos_id, max_new_tokens, beams,
+                               None if named is None else named[i:i + 1]) for i in range(len(prompts))]
+        batch = batch_to(with_named(collate(prompts, None, n_prefix, pad_id), named), audio.device)
         out = self.llm.generate(embeds=self.embeds(audio, batch), attention_mask=batch['attention_mask'],
                                 max_new_tokens=max_new_tokens, temperature=0.0, eos_id=eos_id)  # (B, new)
         return [cut_at_eos(row, eos_id) for row in out.tolist()]
 
-    def _beam(self, audio, prompt, pad_id, eos_id, max_new_tokens, beams):
+    def _beam(self, audio, prompt, pad_id, eos_id, max_new_tokens, beams, named=None):
         """Plain beam search for one item (the released recipe decodes with num_beams=4, batch 1); no KV cache:
         each step re-runs the whole prefix, which is fine at eval sizes."""
         n_prefix = self.projector.args.n_prefix
-        base = self.embeds(audio, batch_to(collate([prompt], None, n_prefix, pad_id), audio.device))  # (1, T, dim)
+        batch = batch_to(with_named(collate([prompt], None, n_prefix, pad_id), named), audio.device)
+        base = self.embeds(audio, batch)  # (1, T, dim)
         live = [([], 0.0)]  # (ids, sum log-prob)
         done = []
         for _ in range(max_new_tokens):
@@ -232,6 +294,12 @@ class BAT(nn.Module):
                 break
         best = max(done + live, key=lambda x: x[1] / max(len(x[0]), 1))
         return [t for t in best[0] if t != eos_id]
+
+
+def with_named(batch, named):
+    if named is not None:
+        batch['named'] = torch.as_tensor(named, dtype=torch.long)
+    return batch
 
 
 def live_seq(j, t, ids):
@@ -260,14 +328,14 @@ def file_stamp(path):
 
 
 @torch.no_grad()
-def encode_waveforms(encoder, wav):
-    """(B, 2, N) binaural waveforms -> (B, 3 + N_patches, dim) encoder tokens."""
+def encode_waveforms(encoder, wav, class_rows=False):
+    """(B, 2, N) binaural waveforms -> (B, S, dim) encoder tokens (spatial_ast.SpatialAST.tokens)."""
     from features import binaural_features
-    return encoder.tokens(binaural_features(wav))
+    return encoder.tokens(binaural_features(wav), class_rows)
 
 
 def encoder_tokens(records, encoder, encoder_ckpt, audio_root, reverb_root, cache_dir, device,
-                   clip_seconds=10.0, batch_size=16, sample_rate=32000, log=print):
+                   clip_seconds=10.0, batch_size=16, sample_rate=32000, log=print, class_rows=False):
     """Returns (tokens (U, S, dim) float16 on CPU, index (len(records),) long into it). U = distinct audio pairs.
     Cached in cache_dir under a key made of the encoder checkpoint stamp, the clip length and the audio pairs."""
     from features import AudioCache, qa_waveforms
@@ -275,7 +343,8 @@ def encoder_tokens(records, encoder, encoder_ckpt, audio_root, reverb_root, cach
     keys = sorted({audio_key(r) for r in records}, key=str)
     where = {k: i for i, k in enumerate(keys)}
     index = torch.tensor([where[audio_key(r)] for r in records], dtype=torch.long)
-    h = hashlib.sha1(json.dumps([file_stamp(encoder_ckpt), clip_seconds, sample_rate, keys]).encode()).hexdigest()[:16]
+    h = hashlib.sha1(json.dumps([file_stamp(encoder_ckpt), clip_seconds, sample_rate, keys] + ([1] if class_rows else []))
+                     .encode()).hexdigest()[:16]
     path = os.path.join(cache_dir, f'enc_{h}.pt')
     if os.path.exists(path):
         log(f"encoder tokens: cache hit {path}")
@@ -288,7 +357,7 @@ def encoder_tokens(records, encoder, encoder_ckpt, audio_root, reverb_root, cach
         chunk = uniq[i:i + batch_size]
         wav = qa_waveforms(chunk, audio_root, reverb_root, cache, device, sample_rate=sample_rate,
                            clip_seconds=clip_seconds)
-        out.append(encode_waveforms(encoder, wav).to('cpu', torch.float16))
+        out.append(encode_waveforms(encoder, wav, class_rows).to('cpu', torch.float16))
         prog.update(len(chunk))
     tokens = torch.cat(out)
     os.makedirs(cache_dir, exist_ok=True)
@@ -324,7 +393,7 @@ def load_bat(ckpt_path, device='cpu'):
     if not os.path.exists(tok_path):  # the run folder moved: look beside the checkpoint
         tok_path = os.path.join(os.path.dirname(ckpt_path), os.path.basename(tok_path))
     tokenizer = llama.Tokenizer(tok_path)
-    encoder, _ = spatial_ast.load_checkpoint(base['encoder'], device)
+    encoder, enc_ckpt = spatial_ast.load_checkpoint(base['encoder'], device)
     encoder.eval()
     if base['llm'] == 'scratch':
         llm = build_llm(ckpt['model_args']['llm'], device)
@@ -334,7 +403,7 @@ def load_bat(ckpt_path, device='cpu'):
         llama.apply_lora(llm, rank=lora['lora_rank'], alpha=lora['lora_alpha'], dropout=lora['lora_dropout'],
                          targets=tuple(lora['lora_targets'].split(',')))
     projector = make_projector(dataclass_from(QFormerArgs, ckpt['model_args']['projector']))
-    bat = BAT(projector, llm).to(device)
+    bat = BAT(projector, llm, enc_ckpt.get('classes')).to(device)
     enc_state = {k[len('encoder.'):]: v for k, v in ckpt['model'].items() if k.startswith('encoder.')}
     if enc_state:  # trained with freeze_encoder=False: the encoder's own weights came along
         encoder.load_state_dict(enc_state, strict=True)

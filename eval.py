@@ -334,14 +334,16 @@ if __name__ == '__main__':
     # encoder tokens (the training run's cache is reused when it saw the same items)
     cache_dir = os.path.join(os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
     tokens, index = encoder_tokens(records, encoder, ck['base']['encoder'], audio_root, reverb_root, cache_dir, device,
-                                   cfg['clip_seconds'], cfg.get('encode_batch_size', 16))
+                                   cfg['clip_seconds'], cfg.get('encode_batch_size', 16),
+                                   class_rows=model.named is not None)
     t_gen = time.time()
     preds = []
     for i in range(0, len(records), batch_size):
         chunk = records[i:i + batch_size]
         audio = tokens[index[i:i + batch_size]].to(device, torch.float32)
         prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in chunk]
-        out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams)
+        out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams,
+                           named=model.name_index([r['question'] for r in chunk]))
         preds += [tok.decode(ids).strip() for ids in out]
         print(f"eval: generated {len(preds)}/{len(records)}", flush=True)
     t_gen = time.time() - t_gen

@@ -266,13 +266,24 @@ class SpatialAST(nn.Module):
         """How many position-table tokens tokens() appends (0 unless class_positions and position_tokens > 0)."""
         return self.args.position_tokens if self.args.class_positions else 0
 
-    def tokens(self, feats):
-        """What BAT's projector reads: (B, 3 + N + n_table_tokens, dim), the encoder's token sequence (see encode)
-        then, for class_positions models with position_tokens > 0, the position table (see table)."""
+    def class_rows(self, x):
+        """Every class's row of the position head, in class order: (B, n_classes, dim) laid out as
+        [probability | right, front, up, distance / 2 m | zeros]. BAT's named-source slots (bat.NamedSources)
+        pick the rows of the classes a question names."""
+        logits, _, _, _, pos = self.heads(x, positions=True)
+        rows = torch.cat([torch.sigmoid(logits.float()).unsqueeze(-1), pos.float()], -1)  # (B, C, 5)
+        return F.pad(rows, (0, self.args.dim - rows.shape[-1])).to(x.dtype)
+
+    def tokens(self, feats, class_rows=False):
+        """What BAT's projector reads: (B, 3 + N + n_table_tokens [+ n_classes], dim), the encoder's token sequence
+        (see encode), then, for class_positions models with position_tokens > 0, the position table (see table),
+        then with class_rows=True (class_positions models) every class's position row (see class_rows)."""
         x = self.encode(feats)
-        if self.n_table_tokens:
-            x = torch.cat([x, self.table(x)], 1)
-        return x
+        extra = [self.table(x)] if self.n_table_tokens else []
+        if class_rows:
+            assert self.args.class_positions, 'class_rows needs an encoder trained with class_positions=True'
+            extra.append(self.class_rows(x))
+        return torch.cat([x] + extra, 1)
 
     def flops_per_sample(self, training=True):
         """Matmul FLOPs of one example through the transformer (forward x3 for training), for MFU."""

@@ -23,7 +23,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from bat import BAT, QFormerArgs, collate, batch_to, encoder_tokens, format_prompt, make_projector, build_llm
+from bat import BAT, QFormerArgs, collate, batch_to, encoder_tokens, format_prompt, make_projector, build_llm, name_index
 from common import TYPE_LETTER, read_records, require, atomic_write, write_text
 
 # CONTRACTS §2 letters -> question types; stage k trains on the union of its letters
@@ -130,7 +130,10 @@ qformer_dim = 768
 qformer_heads = 12
 qformer_ffn = 3072
 qformer_dropout = 0.1
+named_sources = False          # + 3 slots: the encoder's positions of the sounds the question names (bat.NamedSources;
+                               # needs a class_positions encoder; not in the paper)
 stages = 3                     # 3 = curriculum I -> II -> III | 1 = one-stage on III
+type_weight = {}               # sampling weight per letter or question_type (default 1 each), e.g. {'E': 3.0}
 stage_iters = [20000, 20000, 40000]  # iterations per stage (the last one alone when stages=1)
 batch_size = 8                 # per process, per micro-step
 gradient_accumulation_steps = 1
@@ -159,7 +162,7 @@ threads = 0                    # CPU threads (0 = torch default)
 
 if __name__ == '__main__':
     exec(open('configurator.py').read())
-    config = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list))}
+    config = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, dict))}
     import torch.distributed as dist
     import llama
     import spatial_ast
@@ -224,6 +227,11 @@ if __name__ == '__main__':
     # encoder and its cached tokens (rank 0 fills the cache, the others then read it)
     encoder, enc_ckpt = spatial_ast.load_checkpoint(encoder_ckpt, device)
     encoder.requires_grad_(not freeze_encoder)
+    classes = enc_ckpt.get('classes')  # the encoder's class order
+    assert not named_sources or (encoder.args.class_positions and classes), \
+        f'named_sources=True needs an encoder trained with class_positions=True (and its classes): {encoder_ckpt}'
+    named = {name: name_index([r['question'] for r in recs], classes) if named_sources else None
+             for name, recs in (('train', train_records), ('eval', eval_records))}
     cache_dir = os.path.join(out_dir, 'enc_cache')
     enc = {}
     if cache_tokens:
@@ -231,7 +239,8 @@ if __name__ == '__main__':
             if (turn == 'master') == master:
                 for name, recs in (('train', train_records), ('eval', eval_records)):
                     enc[name] = encoder_tokens(recs, encoder, encoder_ckpt, audio_root, reverb_root, cache_dir,
-                                               device, clip_seconds, encode_batch_size, log=log)
+                                               device, clip_seconds, encode_batch_size, log=log,
+                                               class_rows=named_sources)
             barrier()
         encoder_dim = enc['train'][0].shape[-1]
         encoder = encoder.cpu()  # not needed any more on the device
@@ -244,7 +253,7 @@ if __name__ == '__main__':
     # model
     qargs = QFormerArgs(n_layers=qformer_layers, n_query=n_query, dim=qformer_dim, n_heads=qformer_heads,
                         ffn_dim=qformer_ffn, encoder_dim=encoder_dim, dropout=qformer_dropout, projector=projector,
-                        table_tokens=encoder.n_table_tokens)
+                        table_tokens=encoder.n_table_tokens, named_sources=len(classes) if named_sources else 0)
     torch.manual_seed(seed)
     if llm == 'scratch':
         llm_args = {'dim': llm_dim, 'n_layers': llm_layers, 'n_heads': llm_heads, 'vocab_size': tok.n_words,
@@ -257,7 +266,7 @@ if __name__ == '__main__':
         llama.apply_lora(lm, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, targets=tuple(lora_targets.split(',')))
         llm_args = asdict(lm.args)
     qargs.llm_dim = lm.args.dim
-    model = BAT(make_projector(qargs), lm)
+    model = BAT(make_projector(qargs), lm, classes)
     if not freeze_encoder:
         model.encoder = encoder  # trains with the rest, and its weights go into the checkpoint
     if not fsdp:
@@ -312,7 +321,10 @@ if __name__ == '__main__':
     def get_batch(split, idx):
         """Audio tokens (B, S, dim) + the collated text batch for records idx of split."""
         recs, (prompts, answers) = (train_records, train_tok) if split == 'train' else (eval_records, eval_tok)
-        batch = batch_to(collate([prompts[i] for i in idx], [answers[i] for i in idx], qargs.n_prefix, tok.pad_id), device)
+        batch = collate([prompts[i] for i in idx], [answers[i] for i in idx], qargs.n_prefix, tok.pad_id)
+        if named[split] is not None:
+            batch['named'] = named[split][idx]
+        batch = batch_to(batch, device)
         if cache_tokens:
             tokens, index = enc[split]
             audio = tokens[index[torch.as_tensor(idx)]].to(device, torch.float32)
@@ -320,7 +332,7 @@ if __name__ == '__main__':
             wav = qa_waveforms([recs[i] for i in idx], audio_root, reverb_root, audio_cache, device,
                                clip_seconds=clip_seconds)
             with torch.set_grad_enabled(not freeze_encoder):  # the frozen encoder sits outside the model
-                audio = (encoder if freeze_encoder else raw.encoder).tokens(binaural_features(wav))
+                audio = (encoder if freeze_encoder else raw.encoder).tokens(binaural_features(wav), named_sources)
         return audio, batch
 
     @torch.no_grad()
@@ -360,6 +372,9 @@ if __name__ == '__main__':
         if stop_after and n_run >= stop_after:
             break
         pool = torch.tensor([i for i, r in enumerate(train_records) if r['question_type'] in types[stage]])
+        weight = torch.tensor([type_weight.get(train_records[i]['question_type'],
+                                               type_weight.get(TYPE_LETTER[train_records[i]['question_type']], 1.0))
+                               for i in pool.tolist()], dtype=torch.float)
         eval_pool = torch.tensor([i for i, r in enumerate(eval_records) if r['question_type'] in types[stage]])
         assert len(pool), f'stage {stage + 1}: no training items of types {sorted(types[stage])} in {train_file}'
         total = stage_iters[stage]
@@ -373,7 +388,9 @@ if __name__ == '__main__':
             # every step's randomness is a function of (seed, rank, stage, iter): resume is exact without RNG state
             torch.manual_seed(seed + 1000003 * rank + 7919 * stage + it)
             for micro in range(gradient_accumulation_steps):
-                idx = pool[torch.randint(len(pool), (batch_size,))].tolist()
+                pick = torch.multinomial(weight, batch_size, replacement=True) if type_weight else \
+                    torch.randint(len(pool), (batch_size,))
+                idx = pool[pick].tolist()
                 audio, batch = get_batch('train', idx)
                 sync = ddp and not fsdp and micro < gradient_accumulation_steps - 1
                 with (model.no_sync() if sync else nullcontext()), ctx:

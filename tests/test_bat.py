@@ -5,13 +5,14 @@ import bat
 import llama
 
 
-def tiny_bat(n_query=4, enc_dim=24, vocab=40, projector='qformer', table_tokens=0):
+def tiny_bat(n_query=4, enc_dim=24, vocab=40, projector='qformer', table_tokens=0, classes=None):
     torch.manual_seed(0)
     qa = bat.QFormerArgs(n_layers=2, n_query=n_query, dim=32, n_heads=4, ffn_dim=64, encoder_dim=enc_dim,
-                         llm_dim=48, dropout=0.0, projector=projector, table_tokens=table_tokens)
+                         llm_dim=48, dropout=0.0, projector=projector, table_tokens=table_tokens,
+                         named_sources=len(classes) if classes else 0)
     lm = llama.Transformer(llama.ModelArgs(dim=48, n_layers=2, n_heads=4, vocab_size=vocab, multiple_of=16,
                                            max_seq_len=64))
-    return bat.BAT(bat.make_projector(qa), lm).eval()
+    return bat.BAT(bat.make_projector(qa), lm, classes).eval()
 
 
 def test_qformer_shapes_and_layout():
@@ -96,6 +97,40 @@ def test_position_table_skips_the_projector():
     after = model.embeds(changed, batch)[batch['audio_mask']].view(2, 6, 48)
     assert torch.equal(after[:, :5], prefix[:, :5]) and not torch.allclose(after[:, 5], prefix[:, 5])
     assert model.answer(audio, [[1, 5, 6], [1, 7]], pad_id=0, eos_id=2, max_new_tokens=3)  # generation lays it out too
+
+
+def test_name_index():
+    """Named classes in the order the question names them, whole words, case-insensitive, longest name first."""
+    classes = ['Bell', 'Church bell', 'Beep, bleep', 'Wind', 'Sine wave']
+    got = bat.name_index(['Is the church bell to the left of the beep, bleep?', 'Where is the wind?',
+                          'Is the sine wave above the bell?', 'Is the windmill loud?', 'What do you hear?'], classes)
+    assert got.tolist() == [[1, 2], [3, -1], [4, 0], [-1, -1], [-1, -1]]
+
+
+def test_named_sources_read_the_named_rows():
+    """The 3 named slots (first named, second named, their difference) follow the named classes' rows only; the
+    projector reads the token sequence before the class rows; a question naming one sound leaves the second empty."""
+    classes = ['Bell', 'Wind', 'Siren']
+    model = tiny_bat(classes=classes)
+    assert model.projector.args.n_prefix == 7
+    audio = torch.randn(2, 7 + 3, 24)  # 7 encoder tokens, then one row per class: [prob, right, front, up, dist]
+    named = model.name_index(['Is the siren left of the bell?', 'Where is the wind?'])
+    assert named.tolist() == [[2, 0], [1, -1]]
+    batch = bat.collate([[1, 5, 6], [1, 7]], [[8, 2], [9, 2]], 7, 0)
+    batch['named'] = named
+    prefix = model.embeds(audio, batch)[batch['audio_mask']].view(2, 7, 48)
+    assert torch.allclose(prefix[:, :4], model.projector(audio[:, :7]), atol=1e-6)
+    changed = audio.clone()
+    changed[0, 7 + 1] += 1.0  # the wind's row: not named in item 0
+    changed[1, 7 + 1, 3] += 1.0  # item 1's only named sound moves up: its first slot changes, the others stay empty
+    after = model.embeds(changed, batch)[batch['audio_mask']].view(2, 7, 48)
+    assert torch.equal(after[0], prefix[0])
+    assert not torch.allclose(after[1, 4], prefix[1, 4]) and torch.equal(after[1, 5:], prefix[1, 5:])
+    changed[0, 7 + 2, 1] += 1.0  # the siren (named first) moves right: its slot and the difference slot change
+    after = model.embeds(changed, batch)[batch['audio_mask']].view(2, 7, 48)
+    assert not torch.allclose(after[0, 4], prefix[0, 4]) and torch.equal(after[0, 5], prefix[0, 5])
+    assert not torch.allclose(after[0, 6], prefix[0, 6])
+    assert model.answer(audio, [[1, 5, 6], [1, 7]], pad_id=0, eos_id=2, max_new_tokens=3, named=named)
 
 
 def test_trainable_state_only_trainable():

@@ -69,6 +69,11 @@ def test_class_positions_and_position_table():
                 assert row[5] == pytest.approx(prob[b, k].item(), abs=1e-5)
                 assert torch.allclose(row[6:10], pos[b, k], atol=1e-5)  # that class's position
                 assert row[10 + rank] == 1 and row[10:12].sum() == 1 and (row[12:] == 0).all()  # rank, padding
+        rows = m.tokens(feats, class_rows=True)[:, 3 + 32 + 2:]  # after the table: one row per class, in class order
+        assert rows.shape == (3, 5, 32) and (rows[..., 5:] == 0).all()
+        assert torch.allclose(rows[..., 0], prob, atol=1e-6) and torch.allclose(rows[..., 1:5], pos, atol=1e-6)
+    with pytest.raises(AssertionError, match='class_positions'):
+        tiny().eval().tokens(feats, class_rows=True)
     with pytest.raises(AssertionError, match='dim >= n_classes'):
         tiny(class_positions=True, position_tokens=2, n_classes=30).eval().tokens(feats)
     assert tiny(class_positions=True).eval().tokens(feats).shape[1] == 3 + 32  # no table unless position_tokens > 0

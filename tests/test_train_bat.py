@@ -48,8 +48,10 @@ def make_tiny(root):
                  {**two, 'question_type': 'MIXUP_SINGLE_CLASSIFICATION', 'question': 'What is on the left?', 'answer': lab},
                  {**two, 'question_type': 'MIXUP_SINGLE_DOA', 'question': f'Where is the {lab}?',
                   'answer': f'{words(dirs[k])}; {dist[k]}'},
-                 {**two, 'question_type': 'MIXUP_DIRECTION', 'question': 'Is A left of B?', 'answer': 'Yes' if k % 2 else 'No'},
-                 {**two, 'question_type': 'MIXUP_DISTANCE_BOTH', 'question': 'Is A nearer?', 'answer': 'No' if k % 2 else 'Yes'},
+                 {**two, 'question_type': 'MIXUP_DIRECTION', 'question': f'Is the {lab} left of the {CLASSES[(k + 1) % 3]}?',
+                  'answer': 'Yes' if k % 2 else 'No'},
+                 {**two, 'question_type': 'MIXUP_DISTANCE_BOTH', 'question': f'Is the {CLASSES[(k + 1) % 3]} nearer than '
+                  f'the {lab}?', 'answer': 'No' if k % 2 else 'Yes'},
                  {**two, 'question_type': 'MIXUP_NONBINARY_DISTANCE', 'question': 'How far apart?', 'answer': dist[k]}]
     qa = root / 'qa'
     qa.mkdir()
@@ -64,6 +66,12 @@ def make_tiny(root):
     (root / 'enc').mkdir()
     torch.save({'model': enc.state_dict(), 'model_args': asdict(args), 'classes': CLASSES, 'config': {}},
                root / 'enc' / 'ckpt.pt')
+    args.class_positions = True  # the same encoder with a per-class position head, for named_sources
+    torch.manual_seed(0)
+    enc = spatial_ast.SpatialAST(args)
+    (root / 'enc_pos').mkdir()
+    torch.save({'model': enc.state_dict(), 'model_args': asdict(args), 'classes': CLASSES, 'config': {}},
+               root / 'enc_pos' / 'ckpt.pt')
     return qa, root / 'enc' / 'ckpt.pt'
 
 
@@ -122,6 +130,29 @@ def test_train_resume_eval_sample(tiny, tmp_path):
     p = subprocess.run([PY, 'sample.py', f'--ckpt={full / "ckpt.pt"}', f'--wav={tmp_path / "mono.wav"}',
                         '--question=Where?', '--device=cpu'], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and 'mono' in (p.stdout + p.stderr)
+
+
+def test_named_sources_chain(tiny, tmp_path):
+    """named_sources=True: class rows cached with the tokens, 3 more prefix slots; eval and sample read the names."""
+    qa, enc = tiny
+    enc_pos = enc.parent.parent / 'enc_pos' / 'ckpt.pt'
+    out = run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc_pos}', '--stage_iters=[1,1,2]',
+               '--named_sources=True', "--type_weight={'E': 2.0}", f'--out_dir={tmp_path}'] + TINY)
+    assert 'stage 3 iter 2/2' in out
+    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
+    assert ck['model_args']['projector']['named_sources'] == 3 and any(k.startswith('named.') for k in ck['model'])
+    out = run([PY, 'eval.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out_dir={tmp_path / "eval"}', '--device=cpu',
+               '--embedder=exact'])
+    assert 'cache hit' in out and '| Random | P |' in out  # the training run's cache (tokens + class rows)
+    out = run([PY, 'sample.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--clip={qa.parent / "sources" / "clips" / "0.wav"}',
+               f'--rir={qa.parent / "rirs" / "binaural" / "room0" / "0.npy"}', '--question=Where is the Bark?',
+               '--device=cpu'])
+    assert 'answer:' in out
+    # a plain encoder cannot feed it
+    p = subprocess.run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stage_iters=[1,1,1]',
+                        '--named_sources=True', f'--out_dir={tmp_path / "bad"}'] + TINY, cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode != 0 and 'class_positions' in p.stderr
 
 
 def test_torchrun_two_processes(tiny, tmp_path):
