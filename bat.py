@@ -180,6 +180,19 @@ def name_index(questions, classes, k=2):
     return out
 
 
+def true_rows(records, classes):
+    """The class rows (N, C, 5) a perfect encoder would give each QA item, from its `targets` (our QA files carry
+    them): [1, right, front, up, distance / 2 m] for each source's first label, zeros for every other class."""
+    from common import position_vector
+    where = {c: i for i, c in enumerate(classes)}
+    rows = torch.zeros(len(records), len(classes), 5)
+    for i, r in enumerate(records):
+        for t in r.get('targets') or []:
+            if t['labels'][0] in where:
+                rows[i, where[t['labels'][0]]] = torch.tensor([1.0] + position_vector(t))
+    return rows
+
+
 def make_projector(a: QFormerArgs):
     assert a.projector in ('qformer', 'linear', 'mlp'), f"projector must be qformer|linear|mlp, got {a.projector!r}"
     return QFormer(a) if a.projector == 'qformer' else PoolProjector(a)

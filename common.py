@@ -81,6 +81,13 @@ def targets_of(sensor, source):
     return {'azimuth': azimuth_deg(d), 'elevation': elevation_deg(d), 'distance': round(distance_m(d), 4),
             'distance_class': distance_class(d), 'direction': list(direction_words(d))}
 
+
+def position_vector(t):
+    """(right, front, up, distance / 2 m) of a targets dict: the unit vector towards the source and its distance,
+    what the encoder's per-class position head learns (spatial_ast class_positions)."""
+    az, el = math.radians(t['azimuth']), math.radians(t['elevation'])
+    return [math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el), t['distance'] / 2]
+
 # question types (CONTRACTS §2) and their Table-13 letters, in curriculum order
 
 TYPE_LETTER = {'CLASSIFICATION': 'A', 'DOA': 'B', 'MIXUP_SINGLE_CLASSIFICATION': 'C', 'MIXUP_SINGLE_DOA': 'D',

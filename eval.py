@@ -298,6 +298,8 @@ beams = 1                      # 1 = greedy (KV cache, batched) | 4 = beam searc
 max_items = 0                  # 0 = all eval items; else the first N
 embedder = 'minilm'            # 'minilm' (all-MiniLM-L6-v2 text embeddings, the paper's way) | 'exact' (1/0 scores)
 plots = True                   # direction confusion + distance scatter PNGs (needs matplotlib)
+true_rows = False              # named_sources models: read the true positions (the items' targets) instead of the
+                               # encoder's, i.e. a perfect per-class position head (a diagnostic of the LLM side)
 device = 'auto'                # 'auto' | 'cpu' | 'cuda' ...
 seed = 1337                    # for the Random answerer
 threads = 0                    # CPU threads (0 = torch default)
@@ -336,6 +338,12 @@ if __name__ == '__main__':
     tokens, index = encoder_tokens(records, encoder, ck['base']['encoder'], audio_root, reverb_root, cache_dir, device,
                                    cfg['clip_seconds'], cfg.get('encode_batch_size', 16),
                                    class_rows=model.named is not None)
+    if true_rows:
+        from bat import true_rows as true_class_rows
+        assert model.named is not None, 'true_rows=True needs a model trained with named_sources=True'
+        tokens = tokens.clone()  # one row set per distinct audio pair: its records share their targets
+        tokens[index, -len(model.classes):, :5] = true_class_rows(records, model.classes).to(tokens.dtype)
+        print('eval: the named sources read the true positions (true_rows=True), not the encoder\'s')
     t_gen = time.time()
     preds = []
     for i in range(0, len(records), batch_size):

@@ -23,7 +23,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from bat import BAT, QFormerArgs, collate, batch_to, encoder_tokens, format_prompt, make_projector, build_llm, name_index
+from bat import (BAT, QFormerArgs, collate, batch_to, encoder_tokens, format_prompt, make_projector, build_llm,
+                 name_index, true_rows)
 from common import TYPE_LETTER, read_records, require, atomic_write, write_text
 
 # CONTRACTS §2 letters -> question types; stage k trains on the union of its letters
@@ -130,8 +131,11 @@ qformer_dim = 768
 qformer_heads = 12
 qformer_ffn = 3072
 qformer_dropout = 0.1
-named_sources = False          # + 3 slots: the encoder's positions of the sounds the question names (bat.NamedSources;
+named_sources = False          # + 6 slots: the encoder's positions of the sounds the question names (bat.NamedSources;
                                # needs a class_positions encoder; not in the paper)
+teacher_rows = 0.0             # named_sources: share of training items whose class rows are the true positions from
+                               # the QA file's targets (bat.true_rows), not the encoder's: the LLM learns to compare
+                               # clean positions, then reads the encoder's (not in the paper)
 stages = 3                     # 3 = curriculum I -> II -> III | 1 = one-stage on III
 type_weight = {}               # sampling weight per letter or question_type (default 1 each), e.g. {'E': 3.0}
 stage_iters = [20000, 20000, 40000]  # iterations per stage (the last one alone when stages=1)
@@ -232,6 +236,9 @@ if __name__ == '__main__':
         f'named_sources=True needs an encoder trained with class_positions=True (and its classes): {encoder_ckpt}'
     named = {name: name_index([r['question'] for r in recs], classes) if named_sources else None
              for name, recs in (('train', train_records), ('eval', eval_records))}
+    assert not teacher_rows or (named_sources and cache_tokens and all(r.get('targets') for r in train_records)), \
+        f'teacher_rows needs named_sources=True, cache_tokens=True and items with targets (make_qa.py files): {train_file}'
+    teacher = true_rows(train_records, classes) if teacher_rows else None
     cache_dir = os.path.join(out_dir, 'enc_cache')
     enc = {}
     if cache_tokens:
@@ -328,6 +335,9 @@ if __name__ == '__main__':
         if cache_tokens:
             tokens, index = enc[split]
             audio = tokens[index[torch.as_tensor(idx)]].to(device, torch.float32)
+            if split == 'train' and teacher is not None:  # some items read the true positions instead
+                swap = torch.rand(len(idx)) < teacher_rows
+                audio[swap, -len(classes):, :5] = teacher[torch.as_tensor(idx)[swap]].to(device)
         else:
             wav = qa_waveforms([recs[i] for i in idx], audio_root, reverb_root, audio_cache, device,
                                clip_seconds=clip_seconds)

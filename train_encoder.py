@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import features
-from common import targets_of, write_json, write_text, atomic_write
+from common import position_vector, targets_of, write_json, write_text, atomic_write
 from spatial_ast import ModelArgs, SpatialAST, clean_state_dict, load_audiomae, load_official
 
 # -----------------------------------------------------------------------------
@@ -52,9 +52,7 @@ def ir_targets(rec):
 def position_of(rec):
     """(right, front, up, distance / 2 m) of one IR's source: the class_positions head's regression target."""
     t = rec.get('targets') or targets_of(rec['sensor_position'], rec['source_position'])
-    az, el = math.radians(t['azimuth']), math.radians(t['elevation'])
-    return np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el), t['distance'] / 2],
-                    np.float32)
+    return np.array(position_vector(t), np.float32)
 
 
 def multi_hot(labels, classes):

@@ -133,6 +133,16 @@ def test_named_sources_read_the_named_rows():
     assert model.answer(audio, [[1, 5, 6], [1, 7]], pad_id=0, eos_id=2, max_new_tokens=3, named=named)
 
 
+def test_true_rows():
+    """A perfect encoder's class rows from a QA item's targets: [1, right, front, up, distance / 2] per source."""
+    rec = {'targets': [{'labels': ['Wind'], 'azimuth': 90, 'elevation': 0, 'distance': 3.0},
+                       {'labels': ['Bell', 'Chime'], 'azimuth': 180, 'elevation': 90, 'distance': 1.0}]}
+    rows = bat.true_rows([rec, {'targets': []}], ['Bell', 'Wind', 'Siren'])
+    assert rows.shape == (2, 3, 5) and (rows[1] == 0).all() and (rows[0, 2] == 0).all()
+    assert torch.allclose(rows[0, 1], torch.tensor([1.0, 0.0, 1.0, 0.0, 1.5]), atol=1e-6)  # in front, 3 m
+    assert torch.allclose(rows[0, 0], torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5]), atol=1e-6)  # straight above, 1 m
+
+
 def test_trainable_state_only_trainable():
     model = tiny_bat()
     model.llm.requires_grad_(False)

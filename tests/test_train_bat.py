@@ -40,9 +40,12 @@ def make_tiny(root):
     dist = ['1m', '2.5m', '4m', '1.5m']
     recs = []
     for k in range(4):
-        one = {'audio_id': f'clips/{k}.wav', 'reverb_id': f'room0/{k}.npy', 'audio_id2': None, 'reverb_id2': None}
-        two = {**one, 'audio_id2': f'clips/{(k + 1) % 4}.wav', 'reverb_id2': f'room0/{(k + 1) % 4}.npy'}
         lab = CLASSES[k % 3]
+        where = lambda j: {'labels': [CLASSES[j % 3]], 'azimuth': 90 * j, 'elevation': 10 * j, 'distance': 1.0 + j}
+        one = {'audio_id': f'clips/{k}.wav', 'reverb_id': f'room0/{k}.npy', 'audio_id2': None, 'reverb_id2': None,
+               'targets': [where(k)]}
+        two = {**one, 'audio_id2': f'clips/{(k + 1) % 4}.wav', 'reverb_id2': f'room0/{(k + 1) % 4}.npy',
+               'targets': [where(k), where(k + 1)]}
         recs += [{**one, 'question_type': 'CLASSIFICATION', 'question': 'Identify the sound events.', 'answer': lab},
                  {**one, 'question_type': 'DOA', 'question': 'Where is the sound?', 'answer': f'{words(dirs[k])}; {dist[k]}'},
                  {**two, 'question_type': 'MIXUP_SINGLE_CLASSIFICATION', 'question': 'What is on the left?', 'answer': lab},
@@ -137,13 +140,16 @@ def test_named_sources_chain(tiny, tmp_path):
     qa, enc = tiny
     enc_pos = enc.parent.parent / 'enc_pos' / 'ckpt.pt'
     out = run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc_pos}', '--stage_iters=[1,1,2]',
-               '--named_sources=True', "--type_weight={'E': 2.0}", f'--out_dir={tmp_path}'] + TINY)
+               '--named_sources=True', '--teacher_rows=0.5', "--type_weight={'E': 2.0}", f'--out_dir={tmp_path}'] + TINY)
     assert 'stage 3 iter 2/2' in out
     ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
     assert ck['model_args']['projector']['named_sources'] == 3 and any(k.startswith('named.') for k in ck['model'])
     out = run([PY, 'eval.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out_dir={tmp_path / "eval"}', '--device=cpu',
                '--embedder=exact'])
     assert 'cache hit' in out and '| Random | P |' in out  # the training run's cache (tokens + class rows)
+    out = run([PY, 'eval.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out_dir={tmp_path / "eval_true"}', '--device=cpu',
+               '--embedder=exact', '--true_rows=True'])
+    assert 'read the true positions' in out and (tmp_path / 'eval_true' / 'metrics.json').exists()
     out = run([PY, 'sample.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--clip={qa.parent / "sources" / "clips" / "0.wav"}',
                f'--rir={qa.parent / "rirs" / "binaural" / "room0" / "0.npy"}', '--question=Where is the Bark?',
                '--device=cpu'])
