@@ -308,7 +308,7 @@ threads = 0                    # CPU threads (0 = torch default)
 if __name__ == '__main__':
     exec(open('configurator.py').read())
     import torch
-    from bat import load_bat, encoder_tokens, format_prompt
+    from bat import load_bat, encoder_tokens, format_prompt, true_rows as true_class_rows
     from common import read_records, require, write_json, write_jsonl, write_text
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -339,7 +339,6 @@ if __name__ == '__main__':
                                    cfg['clip_seconds'], cfg.get('encode_batch_size', 16),
                                    class_rows=model.named is not None)
     if true_rows:
-        from bat import true_rows as true_class_rows
         assert model.named is not None, 'true_rows=True needs a model trained with named_sources=True'
         tokens = tokens.clone()  # one row set per distinct audio pair: its records share their targets
         tokens[index, -len(model.classes):, :5] = true_class_rows(records, model.classes).to(tokens.dtype)
