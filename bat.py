@@ -148,17 +148,70 @@ class NamedSources(nn.Module):
     def __init__(self, llm_dim):
         super().__init__()
         self.slots = nn.ModuleList(nn.Sequential(nn.Linear(6, llm_dim), nn.LayerNorm(llm_dim)) for _ in range(3))
+        # statistics of (right, front, up, distance / 2 m) over the named sounds, saved with the weights (fit): the
+        # mean and spread of the encoder's positions, the spread of the two named sounds' difference, and the same for
+        # true positions. A head trained on mixtures squeezes its rows toward the mix's overall position (measured:
+        # left/right differences 5x narrower than the true ones), so the slots read standardised values, and true
+        # positions (teacher_rows, eval true_rows) enter in the encoder's units (from_true)
+        for name in ('mean', 'scale', 'diff_scale', 'true_mean', 'true_scale', 'true_diff_scale'):
+            self.register_buffer(name, torch.zeros(4) if name.endswith('mean') else torch.ones(4))
+
+    @torch.no_grad()
+    def fit(self, rows, named, true=None):
+        """Set the statistics from the encoder's class rows (N, C, >=5) [and the true ones (N, C, 5)] of the items
+        named (N, 2) names."""
+        for prefix, x in (('', rows), ('true_', true)):
+            if x is not None:
+                for name, value in zip(('mean', 'scale', 'diff_scale'), named_spread(x, named)):
+                    getattr(self, prefix + name).copy_(value)
+
+    @torch.no_grad()
+    def from_true(self, rows, true, named):
+        """The encoder's class rows (N, C, >=5) with the named sounds' positions taken from the true rows (N, C, 5),
+        in the encoder's units: two named sounds keep the encoder's centre of the pair and take the true difference
+        scaled to the encoder's spread of differences (so a reader trained on them meets the same geometry in the
+        encoder's rows); one named sound takes its true position at the encoder's mean and spread. Probabilities
+        stay the encoder's."""
+        st = {k: v.to(rows.device) for k, v in self.named_buffers()}
+        named = named.to(rows.device)
+        x, t = pick_named(rows, named)[..., 1:], pick_named(true.to(rows.device), named)[..., 1:]  # (N, 2, 4) each
+        half = (t[:, 0] - t[:, 1]) / 2 * (st['diff_scale'] / st['true_diff_scale'])  # (N, 4)
+        centre = x.mean(1)
+        pair = torch.stack([centre + half, centre - half], 1)
+        one = (t - st['true_mean']) / st['true_scale'] * st['scale'] + st['mean']
+        new = torch.where((named >= 0).all(1)[:, None, None], pair, one)
+        out = rows.clone()
+        for j in range(named.shape[1]):
+            m = named[:, j] >= 0
+            out[m.nonzero()[:, 0], named[m, j], 1:5] = new[m, j].to(out.dtype)
+        return out
 
     def forward(self, rows, named):
         """rows (B, C, >=5) = [probability, right, front, up, distance / 2 m, ...] per class; named (B, 2) class
         indices (-1 = no such sound in the question) -> (B, 3, llm_dim)."""
         present = (named >= 0).unsqueeze(-1).float()  # (B, 2, 1)
-        idx = named.clamp(min=0).unsqueeze(-1).expand(-1, -1, 5)
-        x = rows[..., :5].float().gather(1, idx) * present  # (B, 2, 5)
+        x = pick_named(rows, named)  # (B, 2, 5)
+        x = torch.cat([x[..., :1], (x[..., 1:] - self.mean) / self.scale], -1) * present
         both = present[:, 0] * present[:, 1]  # (B, 1)
-        diff = torch.cat([both, torch.zeros_like(both), (x[:, 0, 1:] - x[:, 1, 1:]) * both], -1)  # (B, 6)
+        d = (x[:, 0, 1:] - x[:, 1, 1:]) * self.scale / self.diff_scale  # the raw difference over its own spread
+        diff = torch.cat([both, torch.zeros_like(both), d * both], -1)  # (B, 6)
         feats = [torch.cat([present[:, 0], x[:, 0]], -1), torch.cat([present[:, 1], x[:, 1]], -1), diff]
         return torch.stack([slot(f) for slot, f in zip(self.slots, feats)], 1)
+
+
+def pick_named(rows, named):
+    """rows (N, C, >=5), named (N, 2) -> (N, 2, 5): the first 5 entries of each named class's row (class 0's where
+    named is -1; callers mask those)."""
+    return rows[..., :5].float().gather(1, named.clamp(min=0).unsqueeze(-1).expand(-1, -1, 5))
+
+
+def named_spread(rows, named):
+    """Over a set of items (rows (N, C, >=5), named (N, 2)): the mean and std (4,) of the named classes' positions
+    (right, front, up, distance / 2 m), and the std (4,) of the first named minus the second where both are."""
+    x = pick_named(rows, named)[..., 1:]  # (N, 2, 4)
+    both = (named >= 0).all(1)
+    d = x[both, 0] - x[both, 1] if both.sum() > 1 else torch.ones(2, 4)
+    return x[named >= 0].mean(0), x[named >= 0].std(0).clamp(min=1e-6), d.std(0).clamp(min=1e-6)
 
 
 def name_index(questions, classes, k=2):

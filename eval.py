@@ -340,8 +340,11 @@ if __name__ == '__main__':
                                    class_rows=model.named is not None)
     if true_rows:
         assert model.named is not None, 'true_rows=True needs a model trained with named_sources=True'
-        tokens = tokens.clone()  # one row set per distinct audio pair: its records share their targets
-        tokens[index, -len(model.classes):, :5] = true_class_rows(records, model.classes).to(tokens.dtype)
+        # true positions in the encoder's units (bat.NamedSources.from_true); the probabilities stay the encoder's
+        C, named = len(model.classes), model.name_index([r['question'] for r in records])
+        tokens = tokens[index]  # one row set per record (two records of one audio pair may name different sounds)
+        tokens[:, -C:] = model.named.from_true(tokens[:, -C:], true_class_rows(records, model.classes), named)
+        index = torch.arange(len(records))
         print('eval: the named sources read the true positions (true_rows=True), not the encoder\'s')
     t_gen = time.time()
     preds = []

@@ -41,6 +41,20 @@ def expand_types(entry):
     return out
 
 
+def per_type(setting, qtype, default):
+    """A {letter or question_type: value} setting's value for qtype (the type's own entry first, then its letter)."""
+    return setting.get(qtype, setting.get(TYPE_LETTER.get(qtype), default))
+
+
+def teacher_shares(records, share, types):
+    """(N,) chance that each item reads the true class rows: share for items of `types` (comma-separated letters or
+    question types; '' = all), 0 for the rest."""
+    taught = expand_types(types.split(',')) if types else set(TYPE_LETTER)
+    assert taught <= set(TYPE_LETTER), f'teacher_types: unknown {sorted(taught - set(TYPE_LETTER))}; expected ' \
+                                       f'letters A-E or question types {sorted(TYPE_LETTER)}'
+    return torch.tensor([share * (r['question_type'] in taught) for r in records])
+
+
 def stage_types(meta, n_stages):
     """The question types of each stage: meta.json['stages'] (a list, or a dict keyed by stage) if present, else
     CONTRACTS' mapping. n_stages=1 is the one-stage run on stage III (everything)."""
@@ -136,6 +150,8 @@ named_sources = False          # + 6 slots: the encoder's positions of the sound
 teacher_rows = 0.0             # named_sources: share of training items whose class rows are the true positions from
                                # the QA file's targets (bat.true_rows), not the encoder's: the LLM learns to compare
                                # clean positions, then reads the encoder's (not in the paper)
+teacher_types = ''             # teacher_rows only on these letters / question types (comma-separated, e.g. 'E');
+                               # '' = every type
 stages = 3                     # 3 = curriculum I -> II -> III | 1 = one-stage on III
 type_weight = {}               # sampling weight per letter or question_type (default 1 each), e.g. {'E': 3.0}
 stage_iters = [20000, 20000, 40000]  # iterations per stage (the last one alone when stages=1)
@@ -239,6 +255,7 @@ if __name__ == '__main__':
     assert not teacher_rows or (named_sources and cache_tokens and all(r.get('targets') for r in train_records)), \
         f'teacher_rows needs named_sources=True, cache_tokens=True and items with targets (make_qa.py files): {train_file}'
     teacher = true_rows(train_records, classes) if teacher_rows else None
+    teacher_share = teacher_shares(train_records, teacher_rows, teacher_types)
     cache_dir = os.path.join(out_dir, 'enc_cache')
     enc = {}
     if cache_tokens:
@@ -280,7 +297,13 @@ if __name__ == '__main__':
         model.to(device)  # FSDP moves (and shards) it block by block itself
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-    trainable_names |= {k for k in model.state_dict() if k.startswith('encoder.')}  # + its BatchNorm statistics
+    trainable_names |= {k for k in model.state_dict() if k.startswith(('encoder.', 'named.'))}  # + BN stats, scale
+    if named_sources and cache_tokens:  # the slots read standardised positions (bat.NamedSources.fit)
+        rows = enc['train'][0][:, -len(classes):, :5][enc['train'][1]]  # (N, C, 5) each item's class rows
+        has_targets = all(r.get('targets') for r in train_records)  # our QA files: fit true_rows' units too
+        model.named.fit(rows, named['train'], teacher if teacher is not None else
+                        true_rows(train_records, classes) if has_targets else None)
+        log(f"named sources: encoder rows' spread (right, front, up, distance / 2) {model.named.scale.tolist()}")
     log(f"model: projector {sum(p.numel() for p in model.projector.parameters()) / 1e6:.2f}M, "
         f"LLM {lm.num_params() / 1e6:.2f}M; trainable {n_train / 1e6:.2f}M")
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
@@ -336,8 +359,10 @@ if __name__ == '__main__':
             tokens, index = enc[split]
             audio = tokens[index[torch.as_tensor(idx)]].to(device, torch.float32)
             if split == 'train' and teacher is not None:  # some items read the true positions instead
-                swap = torch.rand(len(idx)) < teacher_rows
-                audio[swap, -len(classes):, :5] = teacher[torch.as_tensor(idx)[swap]].to(device)
+                swap = torch.rand(len(idx)) < teacher_share[torch.as_tensor(idx)]
+                C = len(classes)
+                audio[swap, -C:] = raw.named.from_true(audio[swap, -C:], teacher[torch.as_tensor(idx)[swap]],
+                                                       batch['named'][swap])
         else:
             wav = qa_waveforms([recs[i] for i in idx], audio_root, reverb_root, audio_cache, device,
                                clip_seconds=clip_seconds)
@@ -382,9 +407,8 @@ if __name__ == '__main__':
         if stop_after and n_run >= stop_after:
             break
         pool = torch.tensor([i for i, r in enumerate(train_records) if r['question_type'] in types[stage]])
-        weight = torch.tensor([type_weight.get(train_records[i]['question_type'],
-                                               type_weight.get(TYPE_LETTER[train_records[i]['question_type']], 1.0))
-                               for i in pool.tolist()], dtype=torch.float)
+        weight = torch.tensor([per_type(type_weight, train_records[i]['question_type'], 1.0) for i in pool.tolist()],
+                              dtype=torch.float)
         eval_pool = torch.tensor([i for i, r in enumerate(eval_records) if r['question_type'] in types[stage]])
         assert len(pool), f'stage {stage + 1}: no training items of types {sorted(types[stage])} in {train_file}'
         total = stage_iters[stage]

@@ -133,6 +133,34 @@ def test_named_sources_read_the_named_rows():
     assert model.answer(audio, [[1, 5, 6], [1, 7]], pad_id=0, eos_id=2, max_new_tokens=3, named=named)
 
 
+def test_named_sources_fit_and_from_true():
+    """fit() standardises the named sounds' positions and their difference (unnamed classes do not count); from_true
+    puts true positions in the encoder's units: a pair keeps the encoder's centre and takes the true difference at the
+    encoder's spread of differences, a lone sound takes the true position at the encoder's mean and spread."""
+    ns = bat.NamedSources(16)
+    torch.manual_seed(0)
+    named = torch.tensor([[0, 1], [2, -1]] * 50)
+    true = torch.zeros(100, 4, 5)
+    true[:, :3] = torch.cat([torch.ones(100, 3, 1), torch.randn(100, 3, 4) * 2 + 1], -1)
+    enc = true.clone()
+    enc[..., 1:] = true[..., 1:] * 0.1 - 0.3  # squeezed toward the mean and shifted
+    enc[:, 3, 1:] = 100.0  # a class never named: no effect on the statistics
+    ns.fit(enc, named, true)
+    mean, std, dstd = bat.named_spread(enc[:, :3], named)
+    assert torch.allclose(ns.mean, mean) and torch.allclose(ns.scale, std) and torch.allclose(ns.diff_scale, dstd)
+    assert ns.scale.max() < 1 and ns.true_scale.min() > 1 and torch.allclose(ns.true_diff_scale, dstd * 10)
+    out = ns.from_true(enc, true, named)  # enc is an exact affine copy of true: from_true gives it back
+    assert torch.allclose(out, enc, atol=1e-4)
+    moved = true.clone()
+    moved[0, 0, 1] += 2.0  # item 0's first sound further right (true units): the difference grows by 0.2 encoder units
+    out = ns.from_true(enc, moved, named)
+    assert torch.allclose(out[0, 0, 1] - enc[0, 0, 1], torch.tensor(0.1), atol=1e-4)
+    assert torch.allclose(out[0, 1, 1] - enc[0, 1, 1], torch.tensor(-0.1), atol=1e-4)  # the centre stays the encoder's
+    assert torch.equal(out[:, 3], enc[:, 3]) and torch.equal(out[..., 0], enc[..., 0])  # unnamed rows, probabilities
+    slots = ns(enc, named[:2])
+    assert slots.shape == (2, 3, 16) and torch.isfinite(slots).all()
+
+
 def test_true_rows():
     """A perfect encoder's class rows from a QA item's targets: [1, right, front, up, distance / 2] per source."""
     rec = {'targets': [{'labels': ['Wind'], 'azimuth': 90, 'elevation': 0, 'distance': 3.0},

@@ -140,7 +140,8 @@ def test_named_sources_chain(tiny, tmp_path):
     qa, enc = tiny
     enc_pos = enc.parent.parent / 'enc_pos' / 'ckpt.pt'
     out = run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc_pos}', '--stage_iters=[1,1,2]',
-               '--named_sources=True', '--teacher_rows=0.5', "--type_weight={'E': 2.0}", f'--out_dir={tmp_path}'] + TINY)
+               '--named_sources=True', '--teacher_rows=0.5', '--teacher_types=D,E', "--type_weight={'E': 2.0}",
+               f'--out_dir={tmp_path}'] + TINY)
     assert 'stage 3 iter 2/2' in out
     ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
     assert ck['model_args']['projector']['named_sources'] == 3 and any(k.startswith('named.') for k in ck['model'])
@@ -240,3 +241,14 @@ def test_compile_switch(tiny, tmp_path):
         assert 'stage 1 iter 1/1' in out
         keys[flag] = set(torch.load(tmp_path / flag / 'ckpt.pt', weights_only=False)['model'])
     assert keys['True'] == keys['False'] and not any('_orig_mod' in k for k in keys['True'])
+
+
+def test_teacher_shares():
+    """teacher_rows reaches only the types teacher_types names (letters or question types); a typo is an error."""
+    from train_bat import teacher_shares
+    recs = [{'question_type': t} for t in ('CLASSIFICATION', 'MIXUP_SINGLE_DOA', 'MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH')]
+    assert teacher_shares(recs, 0.5, '').tolist() == [0.5] * 4
+    assert teacher_shares(recs, 1.0, 'E').tolist() == [0, 0, 1, 1]
+    assert teacher_shares(recs, 1.0, 'D,MIXUP_DIRECTION').tolist() == [0, 1, 1, 0]
+    with pytest.raises(AssertionError, match='teacher_types'):
+        teacher_shares(recs, 1.0, 'F')
