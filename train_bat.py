@@ -303,7 +303,8 @@ if __name__ == '__main__':
         has_targets = all(r.get('targets') for r in train_records)  # our QA files: fit true_rows' units too
         model.named.fit(rows, named['train'], teacher if teacher is not None else
                         true_rows(train_records, classes) if has_targets else None)
-        log(f"named sources: encoder rows' spread (right, front, up, distance / 2) {model.named.scale.tolist()}")
+        log(f"named sources: encoder rows' spread (right, front, up, distance / 2) "
+            f"{[round(v, 3) for v in model.named.scale.tolist()]}")
     log(f"model: projector {sum(p.numel() for p in model.projector.parameters()) / 1e6:.2f}M, "
         f"LLM {lm.num_params() / 1e6:.2f}M; trainable {n_train / 1e6:.2f}M")
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')

@@ -246,7 +246,8 @@ def test_compile_switch(tiny, tmp_path):
 def test_teacher_shares():
     """teacher_rows reaches only the types teacher_types names (letters or question types); a typo is an error."""
     from train_bat import teacher_shares
-    recs = [{'question_type': t} for t in ('CLASSIFICATION', 'MIXUP_SINGLE_DOA', 'MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH')]
+    types = ('CLASSIFICATION', 'MIXUP_SINGLE_DOA', 'MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH')
+    recs = [{'question_type': t} for t in types]
     assert teacher_shares(recs, 0.5, '').tolist() == [0.5] * 4
     assert teacher_shares(recs, 1.0, 'E').tolist() == [0, 0, 1, 1]
     assert teacher_shares(recs, 1.0, 'D,MIXUP_DIRECTION').tolist() == [0, 1, 1, 0]
