@@ -209,9 +209,9 @@ def named_spread(rows, named):
     """Over a set of items (rows (N, C, >=5), named (N, 2)): the mean and std (4,) of the named classes' positions
     (right, front, up, distance / 2 m), and the std (4,) of the first named minus the second where both are."""
     x = pick_named(rows, named)[..., 1:]  # (N, 2, 4)
-    both = (named >= 0).all(1)
-    d = x[both, 0] - x[both, 1] if both.sum() > 1 else torch.ones(2, 4)
-    return x[named >= 0].mean(0), x[named >= 0].std(0).clamp(min=1e-6), d.std(0).clamp(min=1e-6)
+    one, both = x[named >= 0], (named >= 0).all(1)
+    spread = lambda v: v.std(0).clamp(min=1e-6) if len(v) > 1 else x.new_ones(4)  # too few items: identity
+    return (one.mean(0) if len(one) else x.new_zeros(4)), spread(one), spread(x[both, 0] - x[both, 1])
 
 
 def name_index(questions, classes, k=2):

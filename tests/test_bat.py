@@ -159,6 +159,8 @@ def test_named_sources_fit_and_from_true():
     assert torch.equal(out[:, 3], enc[:, 3]) and torch.equal(out[..., 0], enc[..., 0])  # unnamed rows, probabilities
     slots = ns(enc, named[:2])
     assert slots.shape == (2, 3, 16) and torch.isfinite(slots).all()
+    mean, std, dstd = bat.named_spread(enc, torch.tensor([[2, -1]] * 5))  # no pairs: the difference spread stays 1
+    assert torch.equal(dstd, torch.ones(4)) and torch.allclose(mean, enc[:5, 2, 1:].mean(0))
 
 
 def test_true_rows():
