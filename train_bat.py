@@ -463,4 +463,5 @@ if __name__ == '__main__':
         write_text(os.path.join(out_dir, 'summary.md'), '\n'.join(lines) + '\n')
         log(f"done in {time.time() - t_start:.0f}s -> {ckpt_path}")
     if ddp:
+        barrier()  # leave together: a rank tearing gloo down while another still writes has aborted at exit
         dist.destroy_process_group()
