@@ -46,6 +46,8 @@ class ModelArgs:
     stem_channels: int = 1    # channels out of the conv stem = into the patch embedding (1 = official; see front())
     class_positions: bool = False  # + a per-class position head (not in the official model; see forward())
     position_tokens: int = 0  # with class_positions: tokens() also gives the top-k classes' positions (see table())
+    position_summary: int = 0  # with class_positions: > 0 adds an MLP this wide from the time-averaged spectra to the
+                               # position head (not in the official model; see summary())
 
 N_CLS = 3  # [CLS] tokens: 0 distance, 1 direction (azimuth + elevation), 2 class
 
@@ -186,6 +188,14 @@ class SpatialAST(nn.Module):
         if args.class_positions:  # per class: (right, front, up) unit-vector parts from doa, distance from dis
             self.class_direction_head = nn.Linear(D, args.n_classes * 3)
             self.class_distance_head = nn.Linear(D, args.n_classes)
+        if args.class_positions and args.position_summary:
+            S = 10 * args.n_mels
+            # running statistics standardise every summary feature on its own: a band's level varies by tens of dB
+            # from sound to sound, the cues in it by a few (measured with a probe: ~57 % front/behind without, ~73 %
+            # with); affine=False, so the official state dict has nothing new in it
+            self.summary_norm = nn.BatchNorm1d(S, affine=False)
+            self.summary_head = nn.Sequential(nn.Linear(S, args.position_summary), nn.GELU(),
+                                              nn.Linear(args.position_summary, args.n_classes * 4))
         self._init_weights()
 
     def _init_weights(self):
@@ -230,14 +240,28 @@ class SpatialAST(nn.Module):
             x = block(x)
         return x
 
-    def heads(self, x, positions=False):
-        """Token sequence -> (class, distance, azimuth, elevation) logits [, (B, n_classes, 4) class positions]."""
+    def summary(self, feats):
+        """(B, 4, T, n_mels) features -> (B, 10 * n_mels) standardised time averages: the mean and std over time of
+        log-mel left, right, left - right (the level difference) and the two IPD channels, per mel. Front/behind and
+        above/below live in how the head and pinnae shape these spectra, which a time average keeps and a 16 x 16
+        patch spreads thin: the demo's patch-only encoder stays at chance on both, an MLP on these gets ~70 %
+        (README, "Front/behind and above/below")."""
+        x = torch.cat([feats, feats[:, :1] - feats[:, 1:2]], 1)  # (B, 5, T, M)
+        return self.summary_norm(torch.cat([x.mean(2), x.std(2)], 1).flatten(1))  # (B, 10 * M)
+
+    def heads(self, x, positions=False, feats=None):
+        """Token sequence -> (class, distance, azimuth, elevation) logits [, (B, n_classes, 4) class positions].
+        Models with position_summary also need the features the tokens came from (feats)."""
         dis, doa, cls = self.dis_norm(x[:, 0]), self.doa_norm(x[:, 1]), self.fc_norm(x[:, 2])
         out = self.head(cls), self.distance_head(dis), self.azimuth_head(doa), self.elevation_head(doa)
         if not positions:
             return out
         B, C = x.shape[0], self.args.n_classes
         pos = torch.cat([self.class_direction_head(doa).view(B, C, 3), self.class_distance_head(dis).view(B, C, 1)], -1)
+        if self.args.position_summary:
+            # a mix's summary blends both sounds; each class's rows of this MLP learn to read the bands it sounds in
+            assert feats is not None, 'position_summary models need feats for their position head'
+            pos = pos + self.summary_head(self.summary(feats)).view(B, C, 4)
         return out + (pos,)
 
     def forward(self, feats, positions=False):
@@ -245,16 +269,16 @@ class SpatialAST(nn.Module):
         (B, n_classes, 4): where each class's source is, (right, front, up, distance / 2 m). The official heads name
         one position per clip, so in a two-source mix nothing ties a position to a sound; this head must answer
         "where is the dog" for every class, which a mix can only teach by binding each sound to its own cues."""
-        return self.heads(self.encode(feats), positions)
+        return self.heads(self.encode(feats), positions, feats)
 
-    def table(self, x):
+    def table(self, x, feats=None):
         """The position table: (B, k, dim) tokens, one per top-k class by probability, laid out as
         [one-hot class (n_classes) | probability | right, front, up, distance / 2 m | one-hot rank (k) | zeros].
         A reader finds "the dog" by its one-hot and reads its position off the same token; in the [CLS] tokens every
         class's position is mixed into one vector."""
         k, C, D = self.args.position_tokens, self.args.n_classes, self.args.dim
         assert C + 5 + k <= D, f'position_tokens need dim >= n_classes + 5 + k = {C + 5 + k}, have {D}'
-        logits, _, _, _, pos = self.heads(x, positions=True)
+        logits, _, _, _, pos = self.heads(x, True, feats)
         prob, top = torch.sigmoid(logits.float()).topk(k, dim=-1)  # (B, k) each
         rows = torch.cat([F.one_hot(top, C).float(), prob.unsqueeze(-1),
                           pos.float().gather(1, top.unsqueeze(-1).expand(-1, -1, 4)),
@@ -266,11 +290,11 @@ class SpatialAST(nn.Module):
         """How many position-table tokens tokens() appends (0 unless class_positions and position_tokens > 0)."""
         return self.args.position_tokens if self.args.class_positions else 0
 
-    def class_rows(self, x):
+    def class_rows(self, x, feats=None):
         """Every class's row of the position head, in class order: (B, n_classes, dim) laid out as
         [probability | right, front, up, distance / 2 m | zeros]. BAT's named-source slots (bat.NamedSources)
         pick the rows of the classes a question names."""
-        logits, _, _, _, pos = self.heads(x, positions=True)
+        logits, _, _, _, pos = self.heads(x, True, feats)
         rows = torch.cat([torch.sigmoid(logits.float()).unsqueeze(-1), pos.float()], -1)  # (B, C, 5)
         return F.pad(rows, (0, self.args.dim - rows.shape[-1])).to(x.dtype)
 
@@ -279,10 +303,10 @@ class SpatialAST(nn.Module):
         (see encode), then, for class_positions models with position_tokens > 0, the position table (see table),
         then with class_rows=True (class_positions models) every class's position row (see class_rows)."""
         x = self.encode(feats)
-        extra = [self.table(x)] if self.n_table_tokens else []
+        extra = [self.table(x, feats)] if self.n_table_tokens else []
         if class_rows:
             assert self.args.class_positions, 'class_rows needs an encoder trained with class_positions=True'
-            extra.append(self.class_rows(x))
+            extra.append(self.class_rows(x, feats))
         return torch.cat([x] + extra, 1)
 
     def flops_per_sample(self, training=True):

@@ -381,6 +381,7 @@ if __name__ == '__main__':
     stem_channels = 1              # conv stem output channels (1 = official; the demo uses 4)
     class_positions = False        # + a per-class position head (not official; the demo's 2nd stage uses it for D, E)
     position_tokens = 0            # with class_positions: BAT also reads the top-k classes' positions (spatial_ast.table)
+    position_summary = 0           # with class_positions: > 0 adds an MLP this wide from time-averaged spectra to that head
     # loss weights
     w_class = 1250.0               # BCE is averaged over classes; 1250 makes it count at 355 classes
     w_distance = 1.0
@@ -457,17 +458,18 @@ if __name__ == '__main__':
         model_args = ModelArgs(**ckpt['model_args'])
         if init_from != 'resume' and class_positions:  # a fine-tune may add the per-class position head
             model_args.class_positions, model_args.position_tokens = True, position_tokens
+            model_args.position_summary = position_summary
     else:
         model_args = ModelArgs(n_frames=n_frames, n_mels=n_mels, patch=patch, dim=dim, depth=depth, n_heads=n_heads,
                                mlp_ratio=mlp_ratio, n_classes=len(classes), drop_path=drop_path, mask_t_prob=mask_t_prob,
                                mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask,
                                ipd_scale=ipd_scale, stem_channels=stem_channels, class_positions=class_positions,
-                               position_tokens=position_tokens)
+                               position_tokens=position_tokens, position_summary=position_summary)
     model = SpatialAST(model_args)
     iter_num, best_mae = 0, float('inf')
     if ckpt is not None and is_ours:
         missing, unexpected = model.load_state_dict(clean_state_dict(ckpt['model']), strict=False)
-        new_heads = {k for k in model.state_dict() if k.startswith('class_')}
+        new_heads = {k for k in model.state_dict() if k.startswith(('class_', 'summary_'))}
         if unexpected or set(missing) - new_heads:
             raise ValueError(f'{resume_path}: weights do not fit the model: missing {missing}, unexpected {unexpected}')
         if missing:

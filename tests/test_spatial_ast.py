@@ -79,6 +79,37 @@ def test_class_positions_and_position_table():
     assert tiny(class_positions=True).eval().tokens(feats).shape[1] == 3 + 32  # no table unless position_tokens > 0
 
 
+def test_position_summary():
+    """The position head's MLP on standardised time averages: its own weights, fed by every mel of each channel."""
+    assert not any(k.startswith('summary_') for k in tiny(class_positions=True).state_dict())
+    m = tiny(class_positions=True, position_summary=8)
+    assert m.state_dict()['summary_head.0.weight'].shape == (8, 10 * 128)
+    feats = torch.randn(6, 4, 50, 128)
+    m.train()
+    s = m.summary(feats)  # batch statistics in training: every feature standardised on its own
+    assert s.shape == (6, 1280) and torch.allclose(s.mean(0), torch.zeros(1280), atol=1e-4)
+    m.eval()
+    with torch.no_grad():
+        base = m(feats, positions=True)[4]
+        # a level difference in mels 40..49 that never changes over time reaches the positions through the summary
+        louder = feats.clone()
+        louder[:, 0, :, 40:50] += 3.0
+        assert (m.summary(louder) - m.summary(feats)).abs().reshape(6, 10, 128).amax((0, 1)).nonzero().view(-1).tolist() \
+            == list(range(40, 50))
+        assert not torch.allclose(m(louder, positions=True)[4], base)
+        # the MLP's output is added to the token head's: zero it and the position is the token head's alone
+        torch.nn.init.zeros_(m.summary_head[2].weight)
+        torch.nn.init.zeros_(m.summary_head[2].bias)
+        x = m.encode(feats)
+        only_tokens = torch.cat([m.class_direction_head(m.doa_norm(x[:, 1])).view(6, 5, 3),
+                                 m.class_distance_head(m.dis_norm(x[:, 0])).view(6, 5, 1)], -1)
+        assert torch.allclose(m(feats, positions=True)[4], only_tokens, atol=1e-6)
+        rows = m.tokens(feats, class_rows=True)[:, -5:]
+        assert torch.allclose(rows[..., 1:5], only_tokens, atol=1e-6)
+    with pytest.raises(AssertionError, match='need feats'):
+        m.heads(x, positions=True)
+
+
 def test_augmentations_only_in_training():
     m = tiny()
     feats = torch.randn(2, 4, 64, 128)

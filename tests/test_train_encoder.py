@@ -253,12 +253,14 @@ def test_fine_tune_adds_class_positions(tmp_path):
     a, b = tmp_path / 'a', tmp_path / 'b'
     run_script(common + [f'--out_dir={a}'])
     stdout = run_script(common + [f'--out_dir={b}', f'--init_from={a / "ckpt.pt"}', '--class_positions=True',
-                                  '--position_tokens=2', '--two_source_prob=0.5', '--w_position=5.0'])
-    assert 'new, untrained' in stdout and 'class_direction_head.weight' in stdout
+                                  '--position_tokens=2', '--two_source_prob=0.5', '--w_position=5.0',
+                                  '--position_summary=16'])
+    assert 'new, untrained' in stdout and 'class_direction_head.weight' in stdout and 'summary_head.0.weight' in stdout
     assert all(r['pos'] > 0 for r in read_log(b).values())  # the position loss trained
     first, _ = load_checkpoint(a / 'ckpt.pt', 'cpu')
     model, ckpt = load_checkpoint(b / 'ckpt.pt', 'cpu')
     assert ckpt['model_args']['class_positions'] and ckpt['model_args']['position_tokens'] == 2
+    assert ckpt['model_args']['position_summary'] == 16 and model.summary_norm.num_batches_tracked > 0
     assert model.tokens(torch.randn(1, 4, 40, 128)).shape == (1, 3 + 4 * 8 + 2, 32)
     # the rest started from the first stage's weights: two small steps away from them, not a fresh draw
     w0, w1 = first.state_dict()['blocks.0.attn.qkv.weight'], model.state_dict()['blocks.0.attn.qkv.weight']
