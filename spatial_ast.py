@@ -191,7 +191,7 @@ class SpatialAST(nn.Module):
         if args.class_positions and args.position_summary:
             S = 10 * args.n_mels
             # running statistics standardise every summary feature on its own: a band's level varies by tens of dB
-            # from sound to sound, the cues in it by a few (measured with a probe: ~57 % front/behind without, ~73 %
+            # from sound to sound, the cues in it by a few (a probe MLP: front/behind 58.6 % without, 73.2 %
             # with); affine=False, so the official state dict has nothing new in it
             self.summary_norm = nn.BatchNorm1d(S, affine=False)
             self.summary_head = nn.Sequential(nn.Linear(S, args.position_summary), nn.GELU(),
@@ -244,7 +244,7 @@ class SpatialAST(nn.Module):
         """(B, 4, T, n_mels) features -> (B, 10 * n_mels) standardised time averages: the mean and std over time of
         log-mel left, right, left - right (the level difference) and the two IPD channels, per mel. Front/behind and
         above/below live in how the head and pinnae shape these spectra, which a time average keeps and a 16 x 16
-        patch spreads thin: the demo's patch-only encoder stays at chance on both, an MLP on these gets ~70 %
+        patch spreads thin: the demo's patch-only encoder stays at chance on both, an MLP on these gets 70-75 %
         (README, "Front/behind and above/below")."""
         x = torch.cat([feats, feats[:, :1] - feats[:, 1:2]], 1)  # (B, 5, T, M)
         return self.summary_norm(torch.cat([x.mean(2), x.std(2)], 1).flatten(1))  # (B, 10 * M)
