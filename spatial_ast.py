@@ -271,14 +271,14 @@ class SpatialAST(nn.Module):
         "where is the dog" for every class, which a mix can only teach by binding each sound to its own cues."""
         return self.heads(self.encode(feats), positions, feats)
 
-    def table(self, x, feats=None):
+    def table(self, x, heads):
         """The position table: (B, k, dim) tokens, one per top-k class by probability, laid out as
         [one-hot class (n_classes) | probability | right, front, up, distance / 2 m | one-hot rank (k) | zeros].
         A reader finds "the dog" by its one-hot and reads its position off the same token; in the [CLS] tokens every
-        class's position is mixed into one vector."""
+        class's position is mixed into one vector. heads: self.heads(x, True, feats)."""
         k, C, D = self.args.position_tokens, self.args.n_classes, self.args.dim
         assert C + 5 + k <= D, f'position_tokens need dim >= n_classes + 5 + k = {C + 5 + k}, have {D}'
-        logits, _, _, _, pos = self.heads(x, True, feats)
+        logits, _, _, _, pos = heads
         prob, top = torch.sigmoid(logits.float()).topk(k, dim=-1)  # (B, k) each
         rows = torch.cat([F.one_hot(top, C).float(), prob.unsqueeze(-1),
                           pos.float().gather(1, top.unsqueeze(-1).expand(-1, -1, 4)),
@@ -290,11 +290,11 @@ class SpatialAST(nn.Module):
         """How many position-table tokens tokens() appends (0 unless class_positions and position_tokens > 0)."""
         return self.args.position_tokens if self.args.class_positions else 0
 
-    def class_rows(self, x, feats=None):
+    def class_rows(self, x, heads):
         """Every class's row of the position head, in class order: (B, n_classes, dim) laid out as
         [probability | right, front, up, distance / 2 m | zeros]. BAT's named-source slots (bat.NamedSources)
-        pick the rows of the classes a question names."""
-        logits, _, _, _, pos = self.heads(x, True, feats)
+        pick the rows of the classes a question names. heads: self.heads(x, True, feats)."""
+        logits, _, _, _, pos = heads
         rows = torch.cat([torch.sigmoid(logits.float()).unsqueeze(-1), pos.float()], -1)  # (B, C, 5)
         return F.pad(rows, (0, self.args.dim - rows.shape[-1])).to(x.dtype)
 
@@ -303,10 +303,12 @@ class SpatialAST(nn.Module):
         (see encode), then, for class_positions models with position_tokens > 0, the position table (see table),
         then with class_rows=True (class_positions models) every class's position row (see class_rows)."""
         x = self.encode(feats)
-        extra = [self.table(x, feats)] if self.n_table_tokens else []
+        assert self.args.class_positions or not class_rows, \
+            'class_rows needs an encoder trained with class_positions=True'
+        heads = self.heads(x, True, feats) if self.n_table_tokens or class_rows else None  # once for both
+        extra = [self.table(x, heads)] if self.n_table_tokens else []
         if class_rows:
-            assert self.args.class_positions, 'class_rows needs an encoder trained with class_positions=True'
-            extra.append(self.class_rows(x, feats))
+            extra.append(self.class_rows(x, heads))
         return torch.cat([x] + extra, 1)
 
     def flops_per_sample(self, training=True):

@@ -360,10 +360,9 @@ if __name__ == '__main__':
             tokens, index = enc[split]
             audio = tokens[index[torch.as_tensor(idx)]].to(device, torch.float32)
             if split == 'train' and teacher is not None:  # some items read the true positions instead
-                swap = torch.rand(len(idx)) < teacher_share[torch.as_tensor(idx)]
-                C = len(classes)
-                audio[swap, -C:] = raw.named.from_true(audio[swap, -C:], teacher[torch.as_tensor(idx)[swap]],
-                                                       batch['named'][swap])
+                ids, C = torch.as_tensor(idx), len(classes)
+                swap = torch.rand(len(idx)) < teacher_share[ids]
+                audio[swap, -C:] = raw.named.from_true(audio[swap, -C:], teacher[ids[swap]], batch['named'][swap])
         else:
             wav = qa_waveforms([recs[i] for i in idx], audio_root, reverb_root, audio_cache, device,
                                clip_seconds=clip_seconds)
