@@ -55,6 +55,40 @@ def teacher_shares(records, share, types):
     return torch.tensor([share * (r['question_type'] in taught) for r in records])
 
 
+# what a two-source answer becomes when the two sounds trade places (teacher_swap)
+OPPOSITE = {'left': 'right', 'right': 'left', 'front': 'behind', 'behind': 'front', 'above': 'below', 'below': 'above',
+            'Yes': 'No', 'No': 'Yes'}
+
+
+def swapped_answer(r):
+    """The answer to r's question if its two sounds traded positions, or None where that is not known: Yes <-> No
+    (binary direction and distance), left <-> right etc. (non-binary direction), the other sound (non-binary source),
+    unchanged (the distance between them)."""
+    qtype, ans, targets = r['question_type'], str(r['answer']), r.get('targets') or []
+    if qtype in ('MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH', 'MIXUP_NONBINARY_DIRECTION'):
+        return OPPOSITE.get(ans)
+    if qtype == 'MIXUP_NONBINARY_SOURCE' and len(targets) == 2:
+        names = ['; '.join(t['labels']) for t in targets]
+        return names[1 - names.index(ans)] if ans in names else None
+    return ans if qtype == 'MIXUP_NONBINARY_DISTANCE' else None
+
+
+def other_side(r):
+    """A binary E question asked with the second word of its relation (right, behind, below, farther): one_sided holds
+    these back at first."""
+    import re
+    return r['question_type'] in ('MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH') and \
+        re.search(r'\b(right|behind|below|farther|further)\b', r['question'].lower()) is not None
+
+
+def swap_named(true, named):
+    """true (N, C, 5) class rows with the positions (entries 1-4) of each item's two named classes exchanged."""
+    out, i = true.clone(), torch.arange(len(true))
+    out[i, named[:, 0], 1:] = true[i, named[:, 1], 1:]
+    out[i, named[:, 1], 1:] = true[i, named[:, 0], 1:]
+    return out
+
+
 def stage_types(meta, n_stages):
     """The question types of each stage: meta.json['stages'] (a list, or a dict keyed by stage) if present, else
     CONTRACTS' mapping. n_stages=1 is the one-stage run on stage III (everything)."""
@@ -99,9 +133,11 @@ def subset_per_type(records, cap, seed):
 def tokenize(records, tok, max_answer_tokens):
     """Per record: prompt ids (BOS + template) and answer ids (answer + EOS, cut to max_answer_tokens)."""
     prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in records]
-    answers = [tok.encode(str(r['answer']), bos=False, eos=False)[:max_answer_tokens - 1] + [tok.eos_id]
-               for r in records]
-    return prompts, answers
+    return prompts, [answer_ids(r['answer'], tok, max_answer_tokens) for r in records]
+
+
+def answer_ids(answer, tok, max_answer_tokens):
+    return tok.encode(str(answer), bos=False, eos=False)[:max_answer_tokens - 1] + [tok.eos_id]
 
 
 def tokenizer_texts(records):
@@ -150,6 +186,13 @@ named_sources = False          # + 6 slots: the encoder's positions of the sound
 teacher_rows = 0.0             # named_sources: share of training items whose class rows are the true positions from
                                # the QA file's targets (bat.true_rows), not the encoder's: the LLM learns to compare
                                # clean positions, then reads the encoder's (not in the paper)
+teacher_swap = 0.0             # teacher items whose two named sounds trade true positions, with the answer to match
+                               # (swapped_answer: Yes <-> No, left <-> right, the other sound): the same question on the
+                               # same audio then has both answers, so only reading the slots answers it (not in the paper)
+one_sided = 0.0                # share of each stage's first iterations without other_side items: "is X left of Y"
+                               # alone is answered by the sign of one difference; with "right of" in the mix, Yes/No
+                               # is the XOR of word and sign, which a tiny LLM from scratch may never pick up (not in
+                               # the paper)
 teacher_types = ''             # teacher_rows only on these letters / question types (comma-separated, e.g. 'E');
                                # '' = every type
 stages = 3                     # 3 = curriculum I -> II -> III | 1 = one-stage on III
@@ -256,6 +299,12 @@ if __name__ == '__main__':
         f'teacher_rows needs named_sources=True, cache_tokens=True and items with targets (make_qa.py files): {train_file}'
     teacher = true_rows(train_records, classes) if teacher_rows else None
     teacher_share = teacher_shares(train_records, teacher_rows, teacher_types)
+    swap_ans = [swapped_answer(r) if teacher_swap else None for r in train_records]
+    swappable = torch.tensor([a is not None for a in swap_ans]) & (named['train'][:, 1] >= 0) & \
+        (named['train'][:, 0] != named['train'][:, 1]) if teacher is not None else None
+    swap_tok = {i: answer_ids(a, tok, max_answer_tokens) for i, a in enumerate(swap_ans) if a is not None}
+    if teacher_swap and teacher is not None:
+        log(f"teacher_swap: {int(swappable.sum())} of {len(train_records)} train items can trade their two sounds")
     cache_dir = os.path.join(out_dir, 'enc_cache')
     enc = {}
     if cache_tokens:
@@ -352,17 +401,23 @@ if __name__ == '__main__':
     def get_batch(split, idx):
         """Audio tokens (B, S, dim) + the collated text batch for records idx of split."""
         recs, (prompts, answers) = (train_records, train_tok) if split == 'train' else (eval_records, eval_tok)
-        batch = collate([prompts[i] for i in idx], [answers[i] for i in idx], qargs.n_prefix, tok.pad_id)
+        ids = torch.as_tensor(idx)
+        answers = [answers[i] for i in idx]
+        if split == 'train' and teacher is not None:  # some items read the true positions instead
+            taught = torch.rand(len(idx)) < teacher_share[ids]
+            traded = taught & (torch.rand(len(idx)) < teacher_swap) & swappable[ids]  # ... with the two sounds traded
+            answers = [swap_tok[i] if t else a for i, t, a in zip(idx, traded.tolist(), answers)]
+        batch = collate([prompts[i] for i in idx], answers, qargs.n_prefix, tok.pad_id)
         if named[split] is not None:
             batch['named'] = named[split][idx]
         batch = batch_to(batch, device)
         if cache_tokens:
             tokens, index = enc[split]
-            audio = tokens[index[torch.as_tensor(idx)]].to(device, torch.float32)
-            if split == 'train' and teacher is not None:  # some items read the true positions instead
-                ids, C = torch.as_tensor(idx), len(classes)
-                swap = torch.rand(len(idx)) < teacher_share[ids]
-                audio[swap, -C:] = raw.named.from_true(audio[swap, -C:], teacher[ids[swap]], batch['named'][swap])
+            audio = tokens[index[ids]].to(device, torch.float32)
+            if split == 'train' and teacher is not None:
+                C, true = len(classes), teacher[ids]
+                true[traded] = swap_named(true[traded], named[split][ids[traded]])
+                audio[taught, -C:] = raw.named.from_true(audio[taught, -C:], true[taught], batch['named'][taught])
         else:
             wav = qa_waveforms([recs[i] for i in idx], audio_root, reverb_root, audio_cache, device,
                                clip_seconds=clip_seconds)
@@ -409,10 +464,12 @@ if __name__ == '__main__':
         pool = torch.tensor([i for i, r in enumerate(train_records) if r['question_type'] in types[stage]])
         weight = torch.tensor([per_type(type_weight, train_records[i]['question_type'], 1.0) for i in pool.tolist()],
                               dtype=torch.float)
+        held = torch.tensor([other_side(train_records[i]) for i in pool.tolist()]) if one_sided else None
         eval_pool = torch.tensor([i for i, r in enumerate(eval_records) if r['question_type'] in types[stage]])
         assert len(pool), f'stage {stage + 1}: no training items of types {sorted(types[stage])} in {train_file}'
         total = stage_iters[stage]
-        log(f"=== stage {stage + 1}/{len(types)}: {len(pool)} train items, {total} iters")
+        log(f"=== stage {stage + 1}/{len(types)}: {len(pool)} train items, {total} iters" +
+            (f"; {int(held.sum())} other_side items held back for {math.ceil(one_sided * total)} iters" if one_sided else ''))
         it = it0 if stage == stage0 else 0
         t0 = time.time()
         while it < total:
@@ -422,7 +479,8 @@ if __name__ == '__main__':
             # every step's randomness is a function of (seed, rank, stage, iter): resume is exact without RNG state
             torch.manual_seed(seed + 1000003 * rank + 7919 * stage + it)
             for micro in range(gradient_accumulation_steps):
-                pick = torch.multinomial(weight, batch_size, replacement=True) if type_weight else \
+                w = weight * ~held if held is not None and it < one_sided * total else weight
+                pick = torch.multinomial(w, batch_size, replacement=True) if type_weight or held is not None else \
                     torch.randint(len(pool), (batch_size,))
                 idx = pool[pick].tolist()
                 audio, batch = get_batch('train', idx)

@@ -141,8 +141,10 @@ def test_named_sources_chain(tiny, tmp_path):
     enc_pos = enc.parent.parent / 'enc_pos' / 'ckpt.pt'
     out = run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc_pos}', '--stage_iters=[1,1,2]',
                '--named_sources=True', '--teacher_rows=0.5', '--teacher_types=D,E', "--type_weight={'E': 2.0}",
+               '--teacher_swap=0.5', '--one_sided=0.5',
                f'--out_dir={tmp_path}'] + TINY)
     assert 'stage 3 iter 2/2' in out
+    assert 'can trade their two sounds' in out and 'other_side items held back for 1 iters' in out
     ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
     assert ck['model_args']['projector']['named_sources'] == 3 and any(k.startswith('named.') for k in ck['model'])
     out = run([PY, 'eval.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out_dir={tmp_path / "eval"}', '--device=cpu',
@@ -253,3 +255,34 @@ def test_teacher_shares():
     assert teacher_shares(recs, 1.0, 'D,MIXUP_DIRECTION').tolist() == [0, 1, 1, 0]
     with pytest.raises(AssertionError, match='teacher_types'):
         teacher_shares(recs, 1.0, 'F')
+
+
+def test_swapped_answer_and_swap_named():
+    """teacher_swap: the answer when the two sounds trade places, for each two-source type (None where unknown), and
+    the true rows with the two named classes' positions exchanged (probabilities and other classes untouched)."""
+    from train_bat import swapped_answer, swap_named, other_side
+    two = [{'labels': ['Dog', 'Bark']}, {'labels': ['Piano']}]
+    rec = lambda qtype, answer, targets=two: {'question_type': qtype, 'answer': answer, 'targets': targets}
+    assert swapped_answer(rec('MIXUP_DIRECTION', 'Yes')) == 'No'
+    assert swapped_answer(rec('MIXUP_DISTANCE_BOTH', 'No')) == 'Yes'
+    assert [swapped_answer(rec('MIXUP_NONBINARY_DIRECTION', a)) for a in ('left', 'behind', 'above')] == \
+        ['right', 'front', 'below']
+    assert swapped_answer(rec('MIXUP_NONBINARY_SOURCE', 'Dog; Bark')) == 'Piano'
+    assert swapped_answer(rec('MIXUP_NONBINARY_SOURCE', 'Piano')) == 'Dog; Bark'
+    assert swapped_answer(rec('MIXUP_NONBINARY_SOURCE', 'Cat')) is None
+    assert swapped_answer(rec('MIXUP_NONBINARY_DISTANCE', '2.5m')) == '2.5m'
+    assert swapped_answer(rec('MIXUP_SINGLE_DOA', 'left, front, above; 2m')) is None
+    assert swapped_answer(rec('MIXUP_DIRECTION', 'maybe')) is None
+    true = torch.arange(2 * 4 * 5, dtype=torch.float).view(2, 4, 5)
+    named = torch.tensor([[1, 3], [2, 0]])
+    out = swap_named(true, named)
+    assert torch.equal(out[0, 1, 1:], true[0, 3, 1:]) and torch.equal(out[0, 3, 1:], true[0, 1, 1:])
+    assert torch.equal(out[1, 2, 1:], true[1, 0, 1:]) and torch.equal(out[1, 0, 1:], true[1, 2, 1:])
+    assert torch.equal(out[..., 0], true[..., 0])  # probabilities stay
+    assert torch.equal(out[0, [0, 2]], true[0, [0, 2]]) and torch.equal(out[1, [1, 3]], true[1, [1, 3]])
+    # one_sided holds back the second word of each binary relation, and nothing else
+    q = lambda qtype, text: {'question_type': qtype, 'question': text}
+    assert other_side(q('MIXUP_DIRECTION', 'Is the dog to the right of the piano?'))
+    assert other_side(q('MIXUP_DISTANCE_BOTH', 'Is the dog farther from you than the piano?'))
+    assert not other_side(q('MIXUP_DIRECTION', 'Is the dog above the piano?'))
+    assert not other_side(q('MIXUP_NONBINARY_DIRECTION', 'Is the dog to the left or to the right of the piano?'))
