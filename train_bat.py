@@ -297,6 +297,7 @@ if __name__ == '__main__':
              for name, recs in (('train', train_records), ('eval', eval_records))}
     assert not teacher_rows or (named_sources and cache_tokens and all(r.get('targets') for r in train_records)), \
         f'teacher_rows needs named_sources=True, cache_tokens=True and items with targets (make_qa.py files): {train_file}'
+    assert not teacher_swap or teacher_rows, f'teacher_swap={teacher_swap} trades true positions: set teacher_rows > 0'
     teacher = true_rows(train_records, classes) if teacher_rows else None
     teacher_share = teacher_shares(train_records, teacher_rows, teacher_types)
     swap_ans = [swapped_answer(r) if teacher_swap else None for r in train_records]

@@ -162,6 +162,10 @@ def test_named_sources_chain(tiny, tmp_path):
                         '--named_sources=True', f'--out_dir={tmp_path / "bad"}'] + TINY, cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode != 0 and 'class_positions' in p.stderr
+    p = subprocess.run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc_pos}', '--stage_iters=[1,1,1]',
+                        '--named_sources=True', '--teacher_swap=0.5', f'--out_dir={tmp_path / "bad2"}'] + TINY,
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and 'set teacher_rows > 0' in p.stderr
 
 
 def test_torchrun_two_processes(tiny, tmp_path):
