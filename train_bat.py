@@ -16,6 +16,7 @@ and names the base weights it belongs on.
 import json
 import math
 import os
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -76,7 +77,6 @@ def swapped_answer(r):
 def other_side(r):
     """A binary E question asked with the second word of its relation (right, behind, below, farther): one_sided holds
     these back at first."""
-    import re
     return r['question_type'] in ('MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH') and \
         re.search(r'\b(right|behind|below|farther|further)\b', r['question'].lower()) is not None
 
