@@ -46,4 +46,7 @@ teacher_rows = 1.0
 teacher_types = 'E'
 teacher_swap = 0.5
 one_sided = 0.4
-type_weight = {'E': 5.0, 'MIXUP_DIRECTION': 15.0}
+type_weight = {'E': 5.0, 'MIXUP_DIRECTION': 15.0, 'B': 3.0, 'D': 3.0}
+# B and D 3x: with E weighted up they were 3 % of stage III's draws each, and the tiny LLM forgot their answer format
+# on the eval-only phrasings (seed 1337: 91 B and 132 D of 500 answered "No" or "left"; 3x: 2 and 8; README,
+# "Answer formats")
