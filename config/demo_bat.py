@@ -1,4 +1,4 @@
-# Tiny BAT for the CPU demo (encoder-token cache ~1 min + 1750 iters x ~0.2-0.25 s on 2 cores):
+# Tiny BAT for the CPU demo (encoder-token cache ~1 min + 1550 iters x ~0.2-0.25 s on 2 cores):
 # python train_bat.py config/demo_bat.py
 # the frozen demo encoder's tokens (3 + N, its dim) -> a 2-layer Q-Former (16 queries) -> a from-scratch 4-layer LLaMA;
 # its 2 position-table tokens (config/demo_positions.py) go to the LLM as 2 more prefix slots (bat.BAT.table), and
@@ -22,7 +22,8 @@ qformer_heads = 4
 qformer_ffn = 768
 qformer_dropout = 0.0
 stages = 3
-stage_iters = [250, 250, 1250]  # I (A+B), II (A-D), III (A-E): III has the most (and the new E) question kinds
+stage_iters = [150, 150, 1250]  # I (A+B), II (A-D), III (A-E): III has the most (and the new E) question kinds;
+                                 # I and II were 250 each until the demo outgrew its 20 minutes
 batch_size = 32
 learning_rate = 1e-3     # a from-scratch tiny LLM wants far more than LoRA's 1e-4
 min_lr = 1e-4
