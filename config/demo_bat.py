@@ -23,7 +23,8 @@ qformer_ffn = 768
 qformer_dropout = 0.0
 stages = 3
 stage_iters = [150, 150, 1250]  # I (A+B), II (A-D), III (A-E): III has the most (and the new E) question kinds;
-                                 # I and II were 250 each until the demo outgrew its 20 minutes
+                                 # I and II were 250 each until the demo outgrew its 20 minutes; 250 each on
+                                 # the 1500-step encoder did not help other seeds (README, "Seeds and answer formats")
 batch_size = 32
 learning_rate = 1e-3     # a from-scratch tiny LLM wants far more than LoRA's 1e-4
 min_lr = 1e-4
@@ -50,4 +51,4 @@ one_sided = 0.4
 type_weight = {'E': 5.0, 'MIXUP_DIRECTION': 15.0, 'B': 3.0, 'D': 3.0}
 # B and D 3x: with E weighted up they were 3 % of stage III's draws each, and the tiny LLM forgot their answer format
 # on the eval-only phrasings (seed 1337: 91 B and 132 D of 500 answered "No" or "left"; 3x: 2 and 8; README,
-# "Answer formats")
+# "Seeds and answer formats")

@@ -14,5 +14,6 @@ two_source_prob = 0.7    # most items are two sources at their own positions in 
 w_position = 30.0
 learning_rate = 2e-3     # a fine-tune: below the first stage's 5e-3
 max_iters = 1500         # 1.5x the first try; 2000 ran the whole demo past its 20 minutes. At 2000 the demo BAT's E
-                         # direction was 60.4-63.6 over 3 seeds against 55.0-59.5 at 1000 (README, "Answer formats")
+                         # direction was 60.4-63.6 over 3 seeds against 55.0-59.5 at 1000; at 1500 59.8-61.6
+                         # (README, "Seeds and answer formats")
 eval_interval = 1000
