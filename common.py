@@ -1,6 +1,8 @@
 """
 Small helpers that several stages share, kept here so they are written once:
-- the geometry of CONTRACTS.md §1 (Habitat axes, class indices and answer words) and the question types of §2,
+- the geometry of docs/conventions.md (Habitat axes, class indices and answer words), the question types and the
+  curriculum stages,
+- average precision and mAP (encoder and BAT evaluation), the lr schedule (both training scripts),
 - reading record files (our JSONL, or the official {"data": [...]} JSON) with errors that name file and line,
 - atomic writes (temp file + rename, so an interrupted run never leaves a half-written output),
 - a progress line for long loops (done/total, rate, ETA).
@@ -13,8 +15,10 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 # -----------------------------------------------------------------------------
-# geometry (CONTRACTS.md §1). Habitat axes: +X right, +Y up, -Z front; listener faces -Z.
+# geometry (docs/conventions.md). Habitat axes: +X right, +Y up, -Z front; listener faces -Z.
 
 def parse_xyz(s):
     """'x,y,z' (or a 3-sequence) -> (x, y, z) floats."""
@@ -63,10 +67,15 @@ def elevation_class(d):
     return (elevation_deg(d) + 90) % 180
 
 
+# the three word pairs of a direction answer, in answer order (first word: -X, -Z, +Y)
+WORD_PAIRS = (('left', 'right'), ('front', 'behind'), ('above', 'below'))
+
+
 def direction_words(d):
     """('left'|'right', 'front'|'behind', 'above'|'below')."""
     dx, dy, dz = d
-    return ('left' if dx < 0 else 'right', 'front' if dz < 0 else 'behind', 'above' if dy > 0 else 'below')
+    (left, right), (front, behind), (above, below) = WORD_PAIRS
+    return (left if dx < 0 else right, front if dz < 0 else behind, above if dy > 0 else below)
 
 
 def distance_words(meters):
@@ -81,18 +90,54 @@ def targets_of(sensor, source):
     return {'azimuth': azimuth_deg(d), 'elevation': elevation_deg(d), 'distance': round(distance_m(d), 4),
             'distance_class': distance_class(d), 'direction': list(direction_words(d))}
 
-
-def position_vector(t):
-    """(right, front, up, distance / 2 m) of a targets dict: the unit vector towards the source and its distance,
-    what the encoder's per-class position head learns (spatial_ast class_positions)."""
-    az, el = math.radians(t['azimuth']), math.radians(t['elevation'])
-    return [math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el), t['distance'] / 2]
-
-# question types (CONTRACTS §2) and their Table-13 letters, in curriculum order
+# -----------------------------------------------------------------------------
+# question types (docs/conventions.md) and their Table-13 letters, in curriculum order
 
 TYPE_LETTER = {'CLASSIFICATION': 'A', 'DOA': 'B', 'MIXUP_SINGLE_CLASSIFICATION': 'C', 'MIXUP_SINGLE_DOA': 'D',
                'MIXUP_DIRECTION': 'E', 'MIXUP_DISTANCE_BOTH': 'E', 'MIXUP_NONBINARY_DIRECTION': 'E',
                'MIXUP_NONBINARY_DISTANCE': 'E', 'MIXUP_NONBINARY_SOURCE': 'E'}
+STAGE_LETTERS = {1: 'AB', 2: 'ABCD', 3: 'ABCDE'}  # the curriculum: I perception, II + mixtures, III + reasoning
+
+
+def stage_types(stage):
+    """The question types of curriculum stage 1, 2 or 3, in TYPE_LETTER order."""
+    return [t for t, letter in TYPE_LETTER.items() if letter in STAGE_LETTERS[int(stage)]]
+
+# -----------------------------------------------------------------------------
+# metrics and schedules
+
+def average_precision(scores, labels):
+    """AP of one class, as sklearn's average_precision_score: sum over the distinct score thresholds, highest first,
+    of (recall gained) x (precision there); tied scores form one threshold. labels: 0/1 (or bool). None when the
+    class has no positive (AP is undefined there)."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels) > 0.5
+    n_pos = labels.sum()
+    if n_pos == 0:
+        return None
+    order = np.argsort(-scores, kind='mergesort')
+    s, y = scores[order], labels[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of each group of tied scores
+    tp = np.cumsum(y)[last]
+    precision, recall = tp / (last + 1), tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def mean_ap(scores, labels):
+    """Mean AP over the classes (columns) with at least one positive; classes without one are left out (not
+    counted as 0). scores, labels: (N, C). None when no class has a positive."""
+    aps = [average_precision(scores[:, c], labels[:, c]) for c in range(np.shape(labels)[1])]
+    aps = [a for a in aps if a is not None]
+    return float(np.mean(aps)) if aps else None
+
+
+def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
+    """Linear warmup over warmup_iters, then half-cycle cosine down to min_lr at lr_decay_iters, min_lr after."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it >= lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 # -----------------------------------------------------------------------------
 # record files

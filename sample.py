@@ -8,7 +8,6 @@ Ask a trained BAT a question about one binaural recording (or a dry clip placed 
 The WAV must have two channels (left, right). Another sample rate is resampled to 32 kHz (with a note); the clip is
 looped/cropped to the length the model was trained on.
 """
-import json
 import math
 import os
 
@@ -76,9 +75,9 @@ if __name__ == '__main__':
         x = torch.from_numpy(read_binaural(wav, clip_seconds))[None].to(device)  # (1, 2, N)
     else:
         x = place_clip(clip, rir, clip_seconds, device)
-    audio = encode_waveforms(encoder, x, class_rows=model.named is not None).float()
+    audio = encode_waveforms(encoder, x).float()
     ids = model.answer(audio, [tok.encode(format_prompt(question), bos=True, eos=False)], tok.pad_id, tok.eos_id,
-                       max_new_tokens, beams, named=model.name_index([question]))[0]
+                       max_new_tokens, beams)[0]
     answer = tok.decode(ids).strip()
     print(f"question: {question}\nanswer: {answer}")
     if out_dir:

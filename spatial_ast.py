@@ -1,10 +1,10 @@
 """
-Spatial-AST: the binaural encoder of BAT (what BAT hears with), written from the facts of the official model
-(reference/bat-facts.md §2 steps 7-13 and §3). It takes the features of features.binaural_features,
-(B, 4, T, 128) = [log-mel L, log-mel R, mel cos IPD, mel sin IPD], and gives
+Spatial-AST: the binaural encoder of BAT (what BAT hears with), written from what the official model does
+(normalisation, conv stem, SpecAugment, ViT with 3 [CLS] tokens and 4 heads). It takes the features of
+features.binaural_features, (B, 4, T, 128) = [log-mel L, log-mel R, mel cos IPD, mel sin IPD], and gives
   forward(feats) -> (class, distance, azimuth, elevation) logits   (heads on 3 [CLS] tokens)
   tokens(feats)  -> (B, 3 + N, dim) full token sequence, no final norm   (what BAT's projector reads)
-                    [+ a position table of the top-k classes, for models with class_positions, see table()]
+Class indices of the heads follow docs/conventions.md (distance, azimuth, elevation).
 
 Parameter names and shapes follow the official model, so its `finetuned.pth` (load_official) and an AudioMAE
 ViT-B checkpoint (load_audiomae, partial) load into SpatialAST(ModelArgs()). Our own train_encoder.py
@@ -14,8 +14,7 @@ No command line: this file is imported by train_encoder.py, train_bat.py, eval.p
     from spatial_ast import ModelArgs, SpatialAST, load_checkpoint
     model = SpatialAST(ModelArgs(dim=192, depth=4, n_heads=3, n_frames=208, n_classes=10))
 """
-import math
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,12 +41,8 @@ class ModelArgs:
     freq_mask: int = 48       # training-only SpecAugment: widest frequency mask (bins)
     time_mask: int = 192      # ... widest time mask (frames, after the resize)
     norm_eps: float = 1e-6
-    ipd_scale: float = 1.0    # multiplies the mel cos/sin IPD channels before the stem (1 = official; see front())
+    ipd_scale: float = 1.0    # multiplies the mel cos/sin IPD channels before the stem (1.0 = official; see front())
     stem_channels: int = 1    # channels out of the conv stem = into the patch embedding (1 = official; see front())
-    class_positions: bool = False  # + a per-class position head (not in the official model; see forward())
-    position_tokens: int = 0  # with class_positions: tokens() also gives the top-k classes' positions (see table())
-    position_summary: int = 0  # with class_positions: > 0 adds an MLP this wide from the time-averaged spectra to the
-                               # position head (not in the official model; see summary())
 
 N_CLS = 3  # [CLS] tokens: 0 distance, 1 direction (azimuth + elevation), 2 class
 
@@ -185,17 +180,6 @@ class SpatialAST(nn.Module):
         self.azimuth_head = nn.Linear(D, args.n_azimuth)
         self.elevation_head = nn.Linear(D, args.n_elevation)
         self.head = nn.Linear(D, args.n_classes)
-        if args.class_positions:  # per class: (right, front, up) unit-vector parts from doa, distance from dis
-            self.class_direction_head = nn.Linear(D, args.n_classes * 3)
-            self.class_distance_head = nn.Linear(D, args.n_classes)
-        if args.class_positions and args.position_summary:
-            S = 10 * args.n_mels
-            # running statistics standardise every summary feature on its own: a band's level varies by tens of dB
-            # from sound to sound, the cues in it by a few (a probe MLP: front/behind 58.6 % without, 73.2 %
-            # with); affine=False, so the official state dict has nothing new in it
-            self.summary_norm = nn.BatchNorm1d(S, affine=False)
-            self.summary_head = nn.Sequential(nn.Linear(S, args.position_summary), nn.GELU(),
-                                              nn.Linear(args.position_summary, args.n_classes * 4))
         self._init_weights()
 
     def _init_weights(self):
@@ -221,15 +205,15 @@ class SpatialAST(nn.Module):
             x = F.interpolate(x, (self.args.n_frames, Fq), mode='bicubic', align_corners=True)
         # the official stem squeezes spectra and phases into one channel: a ViT-B pretrained on spectrograms (AudioMAE)
         # copes, but a small model trained from scratch in minutes learns either the class or the direction through
-        # it, not both (measured: see config/demo_encoder.py); stem_channels > 1 gives each its own channel
+        # it, not both (docs/findings.md); stem_channels > 1 gives each its own channel
         x = self.conv_downsample(x)  # (B, stem_channels, n_frames, n_mels)
         if self.training:
             x = spec_augment(x, self.args.freq_mask, self.args.time_mask)
         return x
 
-    def encode(self, feats):
-        """(B, 4, T, n_mels) -> (B, 3 + N, dim): 3 [CLS] outputs then the patch tokens, no final norm.
-        In training mode N is the number of patches left by the 2-D masking."""
+    def tokens(self, feats):
+        """(B, 4, T, n_mels) -> (B, 3 + N, dim): 3 [CLS] outputs then the patch tokens, no final norm; what BAT's
+        projector reads. In training mode N is the number of patches left by the 2-D masking."""
         x = self.patch_embed(self.front(feats))  # (B, N, D)
         x = x + self.pos_embed[:, 1:].to(x.dtype)
         a = self.args
@@ -240,76 +224,13 @@ class SpatialAST(nn.Module):
             x = block(x)
         return x
 
-    def summary(self, feats):
-        """(B, 4, T, n_mels) features -> (B, 10 * n_mels) standardised time averages: the mean and std over time of
-        log-mel left, right, left - right (the level difference) and the two IPD channels, per mel. Front/behind and
-        above/below live in how the head and pinnae shape these spectra, which a time average keeps and a 16 x 16
-        patch spreads thin: the demo's patch-only encoder stays at chance on both, an MLP on these gets 70-75 %
-        (README, "Front/behind and above/below")."""
-        x = torch.cat([feats, feats[:, :1] - feats[:, 1:2]], 1)  # (B, 5, T, M)
-        return self.summary_norm(torch.cat([x.mean(2), x.std(2)], 1).flatten(1))  # (B, 10 * M)
-
-    def heads(self, x, positions=False, feats=None):
-        """Token sequence -> (class, distance, azimuth, elevation) logits [, (B, n_classes, 4) class positions].
-        Models with position_summary also need the features the tokens came from (feats)."""
+    def heads(self, x):
+        """Token sequence (B, 3 + N, dim) -> (class, distance, azimuth, elevation) logits."""
         dis, doa, cls = self.dis_norm(x[:, 0]), self.doa_norm(x[:, 1]), self.fc_norm(x[:, 2])
-        out = self.head(cls), self.distance_head(dis), self.azimuth_head(doa), self.elevation_head(doa)
-        if not positions:
-            return out
-        B, C = x.shape[0], self.args.n_classes
-        pos = torch.cat([self.class_direction_head(doa).view(B, C, 3), self.class_distance_head(dis).view(B, C, 1)], -1)
-        if self.args.position_summary:
-            # a mix's summary blends both sounds; each class's rows of this MLP learn to read the bands it sounds in
-            assert feats is not None, 'position_summary models need feats for their position head'
-            pos = pos + self.summary_head(self.summary(feats)).view(B, C, 4)
-        return out + (pos,)
+        return self.head(cls), self.distance_head(dis), self.azimuth_head(doa), self.elevation_head(doa)
 
-    def forward(self, feats, positions=False):
-        """-> (class, distance, azimuth, elevation) logits; with positions=True (class_positions models) also
-        (B, n_classes, 4): where each class's source is, (right, front, up, distance / 2 m). The official heads name
-        one position per clip, so in a two-source mix nothing ties a position to a sound; this head must answer
-        "where is the dog" for every class, which a mix can only teach by binding each sound to its own cues."""
-        return self.heads(self.encode(feats), positions, feats)
-
-    def table(self, x, heads):
-        """The position table: (B, k, dim) tokens, one per top-k class by probability, laid out as
-        [one-hot class (n_classes) | probability | right, front, up, distance / 2 m | one-hot rank (k) | zeros].
-        A reader finds "the dog" by its one-hot and reads its position off the same token; in the [CLS] tokens every
-        class's position is mixed into one vector. heads: self.heads(x, True, feats)."""
-        k, C, D = self.args.position_tokens, self.args.n_classes, self.args.dim
-        assert C + 5 + k <= D, f'position_tokens need dim >= n_classes + 5 + k = {C + 5 + k}, have {D}'
-        logits, _, _, _, pos = heads
-        prob, top = torch.sigmoid(logits.float()).topk(k, dim=-1)  # (B, k) each
-        rows = torch.cat([F.one_hot(top, C).float(), prob.unsqueeze(-1),
-                          pos.float().gather(1, top.unsqueeze(-1).expand(-1, -1, 4)),
-                          torch.eye(k, device=x.device).expand(x.shape[0], -1, -1)], -1)  # (B, k, C + 5 + k)
-        return F.pad(rows, (0, D - rows.shape[-1])).to(x.dtype)
-
-    @property
-    def n_table_tokens(self):
-        """How many position-table tokens tokens() appends (0 unless class_positions and position_tokens > 0)."""
-        return self.args.position_tokens if self.args.class_positions else 0
-
-    def class_rows(self, x, heads):
-        """Every class's row of the position head, in class order: (B, n_classes, dim) laid out as
-        [probability | right, front, up, distance / 2 m | zeros]. BAT's named-source slots (bat.NamedSources)
-        pick the rows of the classes a question names. heads: self.heads(x, True, feats)."""
-        logits, _, _, _, pos = heads
-        rows = torch.cat([torch.sigmoid(logits.float()).unsqueeze(-1), pos.float()], -1)  # (B, C, 5)
-        return F.pad(rows, (0, self.args.dim - rows.shape[-1])).to(x.dtype)
-
-    def tokens(self, feats, class_rows=False):
-        """What BAT's projector reads: (B, 3 + N + n_table_tokens [+ n_classes], dim), the encoder's token sequence
-        (see encode), then, for class_positions models with position_tokens > 0, the position table (see table),
-        then with class_rows=True (class_positions models) every class's position row (see class_rows)."""
-        x = self.encode(feats)
-        assert self.args.class_positions or not class_rows, \
-            'class_rows needs an encoder trained with class_positions=True'
-        heads = self.heads(x, True, feats) if self.n_table_tokens or class_rows else None  # once for both
-        extra = [self.table(x, heads)] if self.n_table_tokens else []
-        if class_rows:
-            extra.append(self.class_rows(x, heads))
-        return torch.cat([x] + extra, 1)
+    def forward(self, feats):
+        return self.heads(self.tokens(feats))
 
     def flops_per_sample(self, training=True):
         """Matmul FLOPs of one example through the transformer (forward x3 for training), for MFU."""
@@ -392,7 +313,3 @@ def load_checkpoint(path, device='cpu'):
     model = SpatialAST(ModelArgs(**ckpt['model_args']))
     model.load_state_dict(clean_state_dict(ckpt['model']), strict=True)
     return model.to(device).eval(), ckpt
-
-
-def model_args_dict(args):
-    return asdict(args)

@@ -14,9 +14,7 @@ and names the base weights it belongs on.
     python train_bat.py config/demo_bat.py --init_from=resume               # resume exactly where it stopped
 """
 import json
-import math
 import os
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -24,88 +22,10 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from bat import (BAT, QFormerArgs, collate, batch_to, encoder_tokens, format_prompt, make_projector, build_llm,
-                 name_index, true_rows)
-from common import TYPE_LETTER, read_records, require, atomic_write, write_text
+from bat import BAT, QFormerArgs, collate, batch_to, encoder_tokens, format_prompt, make_projector, build_llm
+from common import get_lr, read_records, require, atomic_write, stage_types, write_text
 
-# CONTRACTS §2 letters -> question types; stage k trains on the union of its letters
-LETTER_TYPES = {letter: [t for t, l in TYPE_LETTER.items() if l == letter] for letter in 'ABCDE'}
-DEFAULT_STAGES = [['A', 'B'], ['A', 'B', 'C', 'D'], ['A', 'B', 'C', 'D', 'E']]
 QA_FIELDS = ('audio_id', 'reverb_id', 'question_type', 'question', 'answer')
-
-
-def expand_types(entry):
-    """['A', 'B'] or ['CLASSIFICATION', ...] -> set of question_type strings."""
-    out = set()
-    for e in entry:
-        out.update(LETTER_TYPES.get(e, [e]))
-    return out
-
-
-def per_type(setting, qtype, default):
-    """A {letter or question_type: value} setting's value for qtype (the type's own entry first, then its letter)."""
-    return setting.get(qtype, setting.get(TYPE_LETTER.get(qtype), default))
-
-
-def teacher_shares(records, share, types):
-    """(N,) chance that each item reads the true class rows: share for items of `types` (comma-separated letters or
-    question types; '' = all), 0 for the rest."""
-    taught = expand_types(types.split(',')) if types else set(TYPE_LETTER)
-    assert taught <= set(TYPE_LETTER), f'teacher_types: unknown {sorted(taught - set(TYPE_LETTER))}; expected ' \
-                                       f'letters A-E or question types {sorted(TYPE_LETTER)}'
-    return torch.tensor([share * (r['question_type'] in taught) for r in records])
-
-
-# what a two-source answer becomes when the two sounds trade places (teacher_swap)
-OPPOSITE = {'left': 'right', 'right': 'left', 'front': 'behind', 'behind': 'front', 'above': 'below', 'below': 'above',
-            'Yes': 'No', 'No': 'Yes'}
-
-
-def swapped_answer(r):
-    """The answer to r's question if its two sounds traded positions, or None where that is not known: Yes <-> No
-    (binary direction and distance), left <-> right etc. (non-binary direction), the other sound (non-binary source),
-    unchanged (the distance between them)."""
-    qtype, ans, targets = r['question_type'], str(r['answer']), r.get('targets') or []
-    if qtype in ('MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH', 'MIXUP_NONBINARY_DIRECTION'):
-        return OPPOSITE.get(ans)
-    if qtype == 'MIXUP_NONBINARY_SOURCE' and len(targets) == 2:
-        names = ['; '.join(t['labels']) for t in targets]
-        return names[1 - names.index(ans)] if ans in names else None
-    return ans if qtype == 'MIXUP_NONBINARY_DISTANCE' else None
-
-
-def other_side(r):
-    """A binary E question asked with the second word of its relation (right, behind, below, farther): one_sided holds
-    these back at first."""
-    return r['question_type'] in ('MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH') and \
-        re.search(r'\b(right|behind|below|farther|further)\b', r['question'].lower()) is not None
-
-
-def swap_named(true, named):
-    """true (N, C, 5) class rows with the positions (entries 1-4) of each item's two named classes exchanged."""
-    out, i = true.clone(), torch.arange(len(true))
-    out[i, named[:, 0], 1:] = true[i, named[:, 1], 1:]
-    out[i, named[:, 1], 1:] = true[i, named[:, 0], 1:]
-    return out
-
-
-def stage_types(meta, n_stages):
-    """The question types of each stage: meta.json['stages'] (a list, or a dict keyed by stage) if present, else
-    CONTRACTS' mapping. n_stages=1 is the one-stage run on stage III (everything)."""
-    stages = (meta or {}).get('stages')
-    if isinstance(stages, dict):
-        stages = [stages[k] for k in sorted(stages, key=str)]
-    stages = [expand_types(s) for s in (stages or DEFAULT_STAGES)]
-    assert n_stages in (1, 3), f'stages must be 1 or 3, got {n_stages}'
-    return stages if n_stages == 3 else stages[-1:]
-
-
-def get_lr(it, total, base_lr, min_lr, warmup):
-    """Linear warmup, then cosine decay to min_lr at `total` (restarted for each stage)."""
-    if it < warmup:
-        return base_lr * (it + 1) / (warmup + 1)
-    ratio = min(1.0, (it - warmup) / max(1, total - warmup))
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (base_lr - min_lr)
 
 
 def read_qa(path):
@@ -133,11 +53,8 @@ def subset_per_type(records, cap, seed):
 def tokenize(records, tok, max_answer_tokens):
     """Per record: prompt ids (BOS + template) and answer ids (answer + EOS, cut to max_answer_tokens)."""
     prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in records]
-    return prompts, [answer_ids(r['answer'], tok, max_answer_tokens) for r in records]
-
-
-def answer_ids(answer, tok, max_answer_tokens):
-    return tok.encode(str(answer), bos=False, eos=False)[:max_answer_tokens - 1] + [tok.eos_id]
+    answers = [tok.encode(str(r['answer']), bos=False, eos=False)[:max_answer_tokens - 1] + [tok.eos_id] for r in records]
+    return prompts, answers
 
 
 def tokenizer_texts(records):
@@ -174,35 +91,20 @@ lora_rank = 8                  # pretrained LLM: LoRA settings (released recipe)
 lora_alpha = 32
 lora_dropout = 0.05
 lora_targets = 'wq,wv'         # comma-separated linear names
-projector = 'qformer'          # 'qformer' | 'linear' | 'mlp'
+projector = 'qformer'          # 'qformer' (released recipe) | 'linear' | 'mlp' (ablations: pooled tokens)
 qformer_layers = 8             # released recipe sizes (QFormerArgs defaults)
 n_query = 64
 qformer_dim = 768
 qformer_heads = 12
 qformer_ffn = 3072
 qformer_dropout = 0.1
-named_sources = False          # + 6 slots: the encoder's positions of the sounds the question names (bat.NamedSources;
-                               # needs a class_positions encoder; not in the paper)
-teacher_rows = 0.0             # named_sources: share of training items whose class rows are the true positions from
-                               # the QA file's targets (bat.true_rows), not the encoder's: the LLM learns to compare
-                               # clean positions, then reads the encoder's (not in the paper)
-teacher_swap = 0.0             # teacher items whose two named sounds trade true positions, with the answer to match
-                               # (swapped_answer: Yes <-> No, left <-> right, the other sound): the same question on the
-                               # same audio then has both answers, so only reading the slots answers it (not in the paper)
-one_sided = 0.0                # share of each stage's first iterations without other_side items: "is X left of Y"
-                               # alone is answered by the sign of one difference; with "right of" in the mix, Yes/No
-                               # is the XOR of word and sign, which a tiny LLM from scratch may never pick up (not in
-                               # the paper)
-teacher_types = ''             # teacher_rows only on these letters / question types (comma-separated, e.g. 'E');
-                               # '' = every type
-stages = 3                     # 3 = curriculum I -> II -> III | 1 = one-stage on III
-type_weight = {}               # sampling weight per letter or question_type (default 1 each), e.g. {'E': 3.0}
+stages = 3                     # 3 = curriculum I -> II -> III (paper) | 1 = one-stage on III
 stage_iters = [20000, 20000, 40000]  # iterations per stage (the last one alone when stages=1)
 batch_size = 8                 # per process, per micro-step
 gradient_accumulation_steps = 1
 max_answer_tokens = 96         # released max_words
 learning_rate = 1e-4           # AdamW peak lr (released recipe); restarted (warmup + cosine) per stage
-min_lr = 1e-5
+min_lr = 0.0                   # floor of the decay (released recipe: down to 0)
 warmup_iters = 1000
 weight_decay = 0.0
 beta1 = 0.9
@@ -248,6 +150,7 @@ if __name__ == '__main__':
     device_type = 'cuda' if 'cuda' in device else 'cpu'
     if dtype == 'auto':
         dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+    assert stages in (1, 3), f'stages must be 1 or 3, got {stages}'
     stage_iters = list(stage_iters)
     assert len(stage_iters) == 3 or (stages == 1 and len(stage_iters) >= 1), 'stage_iters: three ints (or one)'
     stage_iters = stage_iters if stages == 3 else stage_iters[-1:]
@@ -272,7 +175,7 @@ if __name__ == '__main__':
     train_records, eval_records = read_qa(train_file), read_qa(eval_file)
     n_all = len(train_records)
     train_records = subset_per_type(train_records, max_items_per_type, seed)
-    types = stage_types(meta, stages)
+    types = [set(stage_types(k)) for k in (1, 2, 3)][-stages:]  # stages=1: the one-stage run on stage III
     log(f"train {len(train_records)} (of {n_all}) / eval {len(eval_records)} QA items; stage types: "
         + ' | '.join(','.join(sorted(t)) for t in types))
 
@@ -290,22 +193,6 @@ if __name__ == '__main__':
     # encoder and its cached tokens (rank 0 fills the cache, the others then read it)
     encoder, enc_ckpt = spatial_ast.load_checkpoint(encoder_ckpt, device)
     encoder.requires_grad_(not freeze_encoder)
-    classes = enc_ckpt.get('classes')  # the encoder's class order
-    assert not named_sources or (encoder.args.class_positions and classes), \
-        f'named_sources=True needs an encoder trained with class_positions=True (and its classes): {encoder_ckpt}'
-    named = {name: name_index([r['question'] for r in recs], classes) if named_sources else None
-             for name, recs in (('train', train_records), ('eval', eval_records))}
-    assert not teacher_rows or (named_sources and cache_tokens and all(r.get('targets') for r in train_records)), \
-        f'teacher_rows needs named_sources=True, cache_tokens=True and items with targets (make_qa.py files): {train_file}'
-    assert not teacher_swap or teacher_rows, f'teacher_swap={teacher_swap} trades true positions: set teacher_rows > 0'
-    teacher = true_rows(train_records, classes) if teacher_rows else None
-    teacher_share = teacher_shares(train_records, teacher_rows, teacher_types)
-    swap_ans = [swapped_answer(r) if teacher_swap else None for r in train_records]
-    swappable = torch.tensor([a is not None for a in swap_ans]) & (named['train'][:, 1] >= 0) & \
-        (named['train'][:, 0] != named['train'][:, 1]) if teacher is not None else None
-    swap_tok = {i: answer_ids(a, tok, max_answer_tokens) for i, a in enumerate(swap_ans) if a is not None}
-    if teacher_swap and teacher is not None:
-        log(f"teacher_swap: {int(swappable.sum())} of {len(train_records)} train items can trade their two sounds")
     cache_dir = os.path.join(out_dir, 'enc_cache')
     enc = {}
     if cache_tokens:
@@ -313,8 +200,7 @@ if __name__ == '__main__':
             if (turn == 'master') == master:
                 for name, recs in (('train', train_records), ('eval', eval_records)):
                     enc[name] = encoder_tokens(recs, encoder, encoder_ckpt, audio_root, reverb_root, cache_dir,
-                                               device, clip_seconds, encode_batch_size, log=log,
-                                               class_rows=named_sources)
+                                               device, clip_seconds, encode_batch_size, log=log)
             barrier()
         encoder_dim = enc['train'][0].shape[-1]
         encoder = encoder.cpu()  # not needed any more on the device
@@ -326,8 +212,7 @@ if __name__ == '__main__':
 
     # model
     qargs = QFormerArgs(n_layers=qformer_layers, n_query=n_query, dim=qformer_dim, n_heads=qformer_heads,
-                        ffn_dim=qformer_ffn, encoder_dim=encoder_dim, dropout=qformer_dropout, projector=projector,
-                        table_tokens=encoder.n_table_tokens, named_sources=len(classes) if named_sources else 0)
+                        ffn_dim=qformer_ffn, encoder_dim=encoder_dim, dropout=qformer_dropout, projector=projector)
     torch.manual_seed(seed)
     if llm == 'scratch':
         llm_args = {'dim': llm_dim, 'n_layers': llm_layers, 'n_heads': llm_heads, 'vocab_size': tok.n_words,
@@ -340,21 +225,14 @@ if __name__ == '__main__':
         llama.apply_lora(lm, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, targets=tuple(lora_targets.split(',')))
         llm_args = asdict(lm.args)
     qargs.llm_dim = lm.args.dim
-    model = BAT(make_projector(qargs), lm, classes)
+    model = BAT(make_projector(qargs), lm)
     if not freeze_encoder:
         model.encoder = encoder  # trains with the rest, and its weights go into the checkpoint
     if not fsdp:
         model.to(device)  # FSDP moves (and shards) it block by block itself
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-    trainable_names |= {k for k in model.state_dict() if k.startswith(('encoder.', 'named.'))}  # + BN stats, scale
-    if named_sources and cache_tokens:  # the slots read standardised positions (bat.NamedSources.fit)
-        rows = enc['train'][0][:, -len(classes):, :5][enc['train'][1]]  # (N, C, 5) each item's class rows
-        has_targets = all(r.get('targets') for r in train_records)  # our QA files: fit true_rows' units too
-        model.named.fit(rows, named['train'], teacher if teacher is not None else
-                        true_rows(train_records, classes) if has_targets else None)
-        log(f"named sources: encoder rows' spread (right, front, up, distance / 2) "
-            f"{[round(v, 3) for v in model.named.scale.tolist()]}")
+    trainable_names |= {k for k in model.state_dict() if k.startswith('encoder.')}  # + its BatchNorm statistics
     log(f"model: projector {sum(p.numel() for p in model.projector.parameters()) / 1e6:.2f}M, "
         f"LLM {lm.num_params() / 1e6:.2f}M; trainable {n_train / 1e6:.2f}M")
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
@@ -402,28 +280,15 @@ if __name__ == '__main__':
     def get_batch(split, idx):
         """Audio tokens (B, S, dim) + the collated text batch for records idx of split."""
         recs, (prompts, answers) = (train_records, train_tok) if split == 'train' else (eval_records, eval_tok)
-        ids = torch.as_tensor(idx)
-        answers = [answers[i] for i in idx]
-        if split == 'train' and teacher is not None:  # some items read the true positions instead
-            taught = torch.rand(len(idx)) < teacher_share[ids]
-            traded = taught & (torch.rand(len(idx)) < teacher_swap) & swappable[ids]  # ... with the two sounds traded
-            answers = [swap_tok[i] if t else a for i, t, a in zip(idx, traded.tolist(), answers)]
-        batch = collate([prompts[i] for i in idx], answers, qargs.n_prefix, tok.pad_id)
-        if named[split] is not None:
-            batch['named'] = named[split][idx]
-        batch = batch_to(batch, device)
+        batch = batch_to(collate([prompts[i] for i in idx], [answers[i] for i in idx], n_query, tok.pad_id), device)
         if cache_tokens:
             tokens, index = enc[split]
-            audio = tokens[index[ids]].to(device, torch.float32)
-            if split == 'train' and teacher is not None:
-                C, true = len(classes), teacher[ids]
-                true[traded] = swap_named(true[traded], named[split][ids[traded]])
-                audio[taught, -C:] = raw.named.from_true(audio[taught, -C:], true[taught], batch['named'][taught])
+            audio = tokens[index[torch.as_tensor(idx)]].to(device, torch.float32)
         else:
             wav = qa_waveforms([recs[i] for i in idx], audio_root, reverb_root, audio_cache, device,
                                clip_seconds=clip_seconds)
             with torch.set_grad_enabled(not freeze_encoder):  # the frozen encoder sits outside the model
-                audio = (encoder if freeze_encoder else raw.encoder).tokens(binaural_features(wav), named_sources)
+                audio = (encoder if freeze_encoder else raw.encoder).tokens(binaural_features(wav))
         return audio, batch
 
     @torch.no_grad()
@@ -463,27 +328,20 @@ if __name__ == '__main__':
         if stop_after and n_run >= stop_after:
             break
         pool = torch.tensor([i for i, r in enumerate(train_records) if r['question_type'] in types[stage]])
-        weight = torch.tensor([per_type(type_weight, train_records[i]['question_type'], 1.0) for i in pool.tolist()],
-                              dtype=torch.float)
-        held = torch.tensor([other_side(train_records[i]) for i in pool.tolist()]) if one_sided else None
         eval_pool = torch.tensor([i for i, r in enumerate(eval_records) if r['question_type'] in types[stage]])
         assert len(pool), f'stage {stage + 1}: no training items of types {sorted(types[stage])} in {train_file}'
         total = stage_iters[stage]
-        log(f"=== stage {stage + 1}/{len(types)}: {len(pool)} train items, {total} iters" +
-            (f"; {int(held.sum())} other_side items held back for {math.ceil(one_sided * total)} iters" if one_sided else ''))
+        log(f"=== stage {stage + 1}/{len(types)}: {len(pool)} train items, {total} iters")
         it = it0 if stage == stage0 else 0
         t0 = time.time()
         while it < total:
-            lr = get_lr(it, total, learning_rate, min_lr, min(warmup_iters, total // 10))
+            lr = get_lr(it, learning_rate, min_lr, min(warmup_iters, total // 10), total)  # restarted per stage
             for group in optimizer.param_groups:
                 group['lr'] = lr
             # every step's randomness is a function of (seed, rank, stage, iter): resume is exact without RNG state
             torch.manual_seed(seed + 1000003 * rank + 7919 * stage + it)
             for micro in range(gradient_accumulation_steps):
-                w = weight * ~held if held is not None and it < one_sided * total else weight
-                pick = torch.multinomial(w, batch_size, replacement=True) if type_weight or held is not None else \
-                    torch.randint(len(pool), (batch_size,))
-                idx = pool[pick].tolist()
+                idx = pool[torch.randint(len(pool), (batch_size,))].tolist()
                 audio, batch = get_batch('train', idx)
                 sync = ddp and not fsdp and micro < gradient_accumulation_steps - 1
                 with (model.no_sync() if sync else nullcontext()), ctx:

@@ -11,23 +11,21 @@ run to run) and prints mAP / ER20 / MAE / DER beside a random predictor and a GC
     several GPUs:        torchrun --standalone --nproc_per_node=4 train_encoder.py config/paper_encoder.py
     CPU DDP (gloo):      torchrun --standalone --nproc_per_node=2 train_encoder.py config/demo_encoder.py --device=cpu
     resume:              python train_encoder.py config/demo_encoder.py --init_from=resume
-    evaluate on real clips it never heard:
-        python sources.py --collection=manifest --path=../shared/data/clips/manifest.csv --out_dir=out/real_sources
+    evaluate on real clips it never heard (a manifest CSV of your own recordings, see sources.py):
+        python sources.py --collection=manifest --path=my_clips/manifest.csv --out_dir=out/real_sources
         python train_encoder.py config/demo_encoder.py --init_from=resume --eval_only=True \\
             --eval_sources=out/real_sources/sources.jsonl --out_dir=out/demo/encoder  (writes metrics_real.json)
 
-On a CPU shared with other jobs, OMP_NUM_THREADS=1 avoids OpenMP oversubscription (here: 150 ms/iter steady
-instead of 0.1-2.8 s swings for the demo model).
+On a CPU shared with other jobs, OMP_NUM_THREADS=1 avoids OpenMP oversubscription (steady step times instead of
+large swings for the demo model).
 Two-source mixtures (two_source_prob) are off by default, as in the official encoder training: the heads predict one
-position, so true mixtures only train the class head; they belong to BAT's QA stages. class_positions=True (not in
-the official model) adds a head that gives every class its own position, which mixtures do train; the demo adds it in
-a second, fine-tuning stage:  python train_encoder.py config/demo_encoder.py config/demo_positions.py
+position, so true mixtures only train the class head; they belong to BAT's QA stages.
+Metric definitions (mAP, ER20, MAE, DER): docs/conventions.md.
 
 Outputs in out_dir: ckpt.pt (model, optimizer, model_args, iter_num, config, classes), metrics.json,
 train_log.jsonl (one line per step), summary.md.
 """
 import json
-import math
 import os
 import time
 from contextlib import nullcontext
@@ -37,22 +35,16 @@ import torch
 import torch.nn.functional as F
 
 import features
-from common import position_vector, targets_of, write_json, write_text, atomic_write
+from common import get_lr, mean_ap, targets_of, write_json, write_text, atomic_write
 from spatial_ast import ModelArgs, SpatialAST, clean_state_dict, load_audiomae, load_official
 
 # -----------------------------------------------------------------------------
 # data: clips x IRs -> (dry, rir, labels, targets) numpy batches; convolution and features happen on the device
 
 def ir_targets(rec):
-    """(distance class, azimuth class, elevation class) of one IR record (CONTRACTS §1)."""
+    """(distance class, azimuth class, elevation class) of one IR record (docs/conventions.md)."""
     t = rec.get('targets') or targets_of(rec['sensor_position'], rec['source_position'])
     return t['distance_class'], t['azimuth'] % 360, (t['elevation'] + 90) % 180
-
-
-def position_of(rec):
-    """(right, front, up, distance / 2 m) of one IR's source: the class_positions head's regression target."""
-    t = rec.get('targets') or targets_of(rec['sensor_position'], rec['source_position'])
-    return np.array(position_vector(t), np.float32)
 
 
 def multi_hot(labels, classes):
@@ -95,8 +87,7 @@ class ClipIRData:
 
     def batch(self, batch_size, rng):
         """A dict of numpy arrays: dry (B, S, N), rir (B, S, 2, L), n_src (B,), labels (B, C), targets (B, 3),
-        targets2 (B, 3; -1 without a second source), spatial (B,), positions (B, C, 4) and pos_mask (B, C):
-        each present class's source position (position_of), 0 in the mask where two sources share a class."""
+        targets2 (B, 3; -1 without a second source), spatial (B,)."""
         n, C = int(self.sr * self.clip_seconds), len(self.classes)
         S = 2 if self.two_source_prob > 0 else 1
         dry = np.zeros((batch_size, S, n), np.float32)
@@ -106,12 +97,10 @@ class ClipIRData:
         targets = np.zeros((batch_size, 3), np.int64)
         targets2 = np.full((batch_size, 3), -1, np.int64)  # the second source's targets in a true 2-source mix
         spatial = np.ones(batch_size, np.float32)  # 0 where the spatial losses do not apply
-        positions, pos_mask = np.zeros((batch_size, C, 4), np.float32), np.zeros((batch_size, C), np.float32)
         for b in range(batch_size):
             i, j = rng.integers(len(self.sources)), rng.integers(len(self.rirs))
             dry[b, 0], rir[b, 0], targets[b] = self.clip(i), self.rir(j), ir_targets(self.rirs[j])
             labels[b] = multi_hot(self.sources[i]['labels'], self.classes)
-            placed = [(labels[b] > 0, j)]  # (classes, IR) of each source, for the position targets
             if S == 2 and rng.random() < self.two_source_prob:
                 # a second source at its own position in the same room (as SpatialSoundQA mixtures): the class head
                 # learns both labels, and each spatial head (with two_source_spatial) both positions (two-peak target)
@@ -121,23 +110,13 @@ class ClipIRData:
                 dry[b, 1], rir[b, 1], n_src[b] = self.clip(i2), self.rir(j2), 2
                 targets2[b] = ir_targets(self.rirs[j2])
                 spatial[b] = float(self.two_source_spatial)
-                second = multi_hot(self.sources[i2]['labels'], self.classes)
-                placed.append((second > 0, j2))
-                labels[b] = np.maximum(labels[b], second)
+                labels[b] = np.maximum(labels[b], multi_hot(self.sources[i2]['labels'], self.classes))
             elif rng.random() < self.mixup_prob:
                 # waveform mixup before spatialisation: both clips at the same position, soft labels
                 i2, lam = rng.integers(len(self.sources)), rng.beta(self.mixup_alpha, self.mixup_alpha)
                 dry[b, 0] = lam * dry[b, 0] + (1 - lam) * self.clip(i2)
-                second = multi_hot(self.sources[i2]['labels'], self.classes)
-                placed.append((second > 0, j))
-                labels[b] = lam * labels[b] + (1 - lam) * second
-            owner = np.full(len(self.classes), -1)  # the IR of each class's source; -2: two sources, two places
-            for present, k in placed:
-                owner[present] = np.where(owner[present] == -1, k, np.where(owner[present] == k, k, -2))
-            for c in np.nonzero(owner >= 0)[0]:
-                positions[b, c], pos_mask[b, c] = position_of(self.rirs[owner[c]]), 1.0
-        return dict(dry=dry, rir=rir, n_src=n_src, labels=labels, targets=targets, targets2=targets2, spatial=spatial,
-                    positions=positions, pos_mask=pos_mask)
+                labels[b] = lam * labels[b] + (1 - lam) * multi_hot(self.sources[i2]['labels'], self.classes)
+        return dict(dry=dry, rir=rir, n_src=n_src, labels=labels, targets=targets, targets2=targets2, spatial=spatial)
 
 
 def fixed_eval_set(sources, rirs, n_items, seed):
@@ -154,23 +133,7 @@ def spatialise(dry, rir, n_src, device):
     return features.convolve_mix(t(dry), t(rir), t(n_src))
 
 # -----------------------------------------------------------------------------
-# metrics (facts §3.5) and the two reference predictors
-
-def average_precision(scores, y):
-    """AP of one class (sklearn's definition: precision summed at each positive, ties broken by order)."""
-    order = np.argsort(-scores, kind='stable')
-    y = y[order] > 0.5
-    if not y.any():
-        return float('nan')
-    hits = np.cumsum(y)
-    return float(np.sum((hits / np.arange(1, len(y) + 1))[y]) / y.sum())
-
-
-def mean_ap(scores, labels):
-    """Mean AP over classes with at least one positive; None when no class has one."""
-    aps = [average_precision(scores[:, c], labels[:, c]) for c in range(labels.shape[1]) if labels[:, c].max() > 0.5]
-    return float(np.mean(aps)) if aps else None
-
+# metrics (docs/conventions.md) and the two reference predictors
 
 def great_circle_deg(az1, el1, az2, el2):
     a1, e1, a2, e2 = (np.radians(np.asarray(v, np.float64)) for v in (az1, el1, az2, el2))
@@ -293,16 +256,6 @@ def param_groups(model, weight_decay, layer_decay):
     return list(groups.values())
 
 
-def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
-    """Linear warmup, then half-cycle cosine down to min_lr (per iteration)."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it >= lr_decay_iters:
-        return min_lr
-    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
-
-
 def soft_targets(idx, n, sigma, circular):
     """(B,) class indices -> (B, n) Gaussian target distributions sigma bins wide (wrapping round for azimuth)."""
     d = torch.arange(n, device=idx.device)[None, :] - idx[:, None]  # (B, n)
@@ -337,70 +290,60 @@ def encoder_loss(logits, labels, targets, spatial, w_class, w_distance, w_direct
     total = w_class * bce + w_distance * dist + w_direction * (az + el)
     return total, {'bce': bce.item(), 'dist': dist.item(), 'az': az.item(), 'el': el.item()}
 
-
-def position_loss(pred, goal, mask):
-    """Squared error of the class_positions head (B, C, 4) on the classes present (mask (B, C)), summed over the 4
-    parts and averaged over (item, class) pairs."""
-    err = ((pred.float() - goal) ** 2).sum(-1)  # (B, C)
-    return (err * mask).sum() / mask.sum().clamp(min=1)
-
 # -----------------------------------------------------------------------------
+# config: defaults are the official Spatial-AST recipe; config/*.py files and --key=value override
+out_dir = 'out/encoder'        # where ckpt.pt, metrics.json, train_log.jsonl, summary.md go
+seed = 1337                    # any int
+device = 'auto'                # 'auto' (cuda if available) | 'cpu' | 'cuda' | 'cuda:N'
+dtype = 'auto'                 # 'auto' (bfloat16 on cuda, float32 on cpu) | 'float32' | 'bfloat16' | 'float16'
+compile = False                # torch.compile the model (GPU; needs a compiler toolchain)
+backend = 'auto'               # DDP backend: 'auto' (nccl on cuda, gloo on cpu) | 'nccl' | 'gloo'
+sources = 'out/demo/sources/sources.jsonl'  # sources JSONL (docs/conventions.md); train/eval by its 'split'
+render_dir = 'out/demo/rirs'   # folder with {train,eval}_reverberation.jsonl and binaural/
+init_from = 'scratch'          # 'scratch' | 'resume' (out_dir/ckpt.pt) | path: our ckpt.pt, official finetuned.pth, AudioMAE .pth
+eval_only = False              # True: evaluate and exit
+eval_sources = ''              # '' | another sources JSONL scored (all its records) in eval rooms -> metrics_real.json
+eval_items = 512               # size of the fixed eval set (eval clips cycled, one seeded IR each)
+eval_batch_size = 64           # items per eval batch
+eval_interval = 500            # iterations between evaluations (and checkpoints)
+log_interval = 10              # iterations between progress lines
+always_save_checkpoint = True  # False: save only when the eval MAE improves
+head_radius = 0.0875           # metres; the GCC-PHAT baseline's Woodworth head
+# data
+sample_rate = 32000            # Hz
+clip_seconds = 10.0            # seconds per example (official 10.0)
+rir_seconds = 2.0              # IRs cropped / zero-padded to this (official 2.0)
+mixup_prob = 0.5               # 0..1, waveform mixup, same IR, soft labels (official 0.5)
+mixup_alpha = 10.0             # Beta(alpha, alpha) mixing weight (official 10.0)
+two_source_prob = 0.0          # 0..1, two sources at their own IRs, both labels (0.0 = official: none)
+two_source_spatial = False     # such mixtures also train the spatial heads, two-peak targets (False = official)
+batch_size = 64                # per process, per micro-step (official: 64 on each of 4 GPUs)
+gradient_accumulation_steps = 1  # x processes x batch_size = samples per step (official 256)
+# model (ModelArgs fields, their defaults the official ViT-B; n_classes comes from the data)
+n_frames = 1024; n_mels = 128; patch = 16; dim = 768; depth = 12; n_heads = 12; mlp_ratio = 4.0
+drop_path = 0.1; mask_t_prob = 0.25; mask_f_prob = 0.25; freq_mask = 48; time_mask = 192
+ipd_scale = 1.0                # x the mel IPD channels before the stem (1.0 = official)
+stem_channels = 1              # conv stem output channels (1 = official)
+# loss: w_class * BCE + w_distance * CE(distance) + w_direction * (CE(azimuth) + CE(elevation))
+w_class = 1250.0               # official 1250 (BCE is averaged over its 355 classes)
+w_distance = 1.0               # official 1.0
+w_direction = 2.0              # official 2.0
+sigma_deg = 0.0                # 0.0 = one-hot azimuth/elevation targets (official) | > 0: Gaussian targets, degrees
+sigma_dist = 0.0               # 0.0 = one-hot distance targets (official) | > 0: Gaussian targets, in 0.5 m bins
+# optimiser
+learning_rate = 1e-3           # peak lr (official: blr 1e-3 x batch 256 / 256)
+min_lr = 1e-6                  # end of the cosine decay (official 1e-6)
+weight_decay = 5e-4            # AdamW, on weights of 2+ dims (official 5e-4)
+beta1 = 0.9                    # AdamW defaults (official)
+beta2 = 0.999
+layer_decay = 0.75             # lr x layer_decay ** (depth + 1 - layer) (official 0.75)
+grad_clip = 0.0                # 0.0 = off (official: off)
+warmup_iters = 7420            # official: 10 epochs of 190k samples at batch 256
+max_iters = 74200              # official: 100 such epochs
+lr_decay_iters = 0             # 0 = max_iters
+# -----------------------------------------------------------------------------
+
 if __name__ == '__main__':
-    # --- config: defaults are the paper's Spatial-AST recipe (facts §3); config/*.py and --key=value override ---
-    out_dir = 'out/encoder'        # where ckpt.pt, metrics.json, train_log.jsonl, summary.md go
-    seed = 1337                    # any int
-    device = 'auto'                # 'auto' (cuda if available) | 'cpu' | 'cuda' | 'cuda:N'
-    dtype = 'auto'                 # 'auto' (bfloat16 on cuda, float32 on cpu) | 'float32' | 'bfloat16' | 'float16'
-    compile = False                # torch.compile the model (GPU; needs a compiler toolchain)
-    backend = 'auto'               # DDP backend: 'auto' (nccl on cuda, gloo on cpu) | 'nccl' | 'gloo'
-    sources = 'out/demo/sources/sources.jsonl'  # sources JSONL (CONTRACTS §3); train/eval by its 'split'
-    render_dir = 'out/demo/rirs'   # folder with {train,eval}_reverberation.jsonl and binaural/
-    init_from = 'scratch'          # 'scratch' | 'resume' (out_dir/ckpt.pt) | path: our ckpt.pt, official finetuned.pth, AudioMAE .pth
-    eval_only = False              # True: evaluate and exit
-    eval_sources = ''              # '' | another sources JSONL scored (all its records) in eval rooms -> metrics_real.json
-    eval_items = 512               # size of the fixed eval set (eval clips cycled, one seeded IR each)
-    eval_batch_size = 64
-    eval_interval = 500            # iterations between evaluations (and checkpoints)
-    log_interval = 10              # iterations between progress lines
-    always_save_checkpoint = True  # False: save only when the eval MAE improves
-    head_radius = 0.0875           # metres; the GCC-PHAT baseline's Woodworth head
-    # data
-    sample_rate = 32000            # Hz
-    clip_seconds = 10.0            # seconds per example (2.0 in the demo)
-    rir_seconds = 2.0              # IRs cropped / zero-padded to this (official: 2 s)
-    mixup_prob = 0.5               # 0..1, waveform mixup (same IR, soft labels)
-    mixup_alpha = 10.0             # Beta(alpha, alpha) mixing weight
-    two_source_prob = 0.0          # 0..1, true two-source mixtures with separate IRs (both labels)
-    two_source_spatial = False     # such mixtures also train the spatial heads (two-peak targets) | False: class only
-    batch_size = 64                # per process, per micro-step
-    gradient_accumulation_steps = 1
-    # model (ModelArgs fields; n_classes comes from the data)
-    n_frames = 1024; n_mels = 128; patch = 16; dim = 768; depth = 12; n_heads = 12; mlp_ratio = 4.0
-    drop_path = 0.1; mask_t_prob = 0.25; mask_f_prob = 0.25; freq_mask = 48; time_mask = 192
-    ipd_scale = 1.0                # x the mel IPD channels before the stem (1 = official; the demo uses 100)
-    stem_channels = 1              # conv stem output channels (1 = official; the demo uses 4)
-    class_positions = False        # + a per-class position head (not official; the demo's 2nd stage uses it for D, E)
-    position_tokens = 0            # with class_positions: BAT also reads the top-k classes' positions (spatial_ast.table)
-    position_summary = 0           # with class_positions: > 0 adds an MLP this wide from time-averaged spectra to that head
-    # loss weights
-    w_class = 1250.0               # BCE is averaged over classes; 1250 makes it count at 355 classes
-    w_distance = 1.0
-    w_direction = 2.0              # on CE(azimuth) + CE(elevation)
-    sigma_deg = 0.0                # 0 = one-hot azimuth/elevation targets (official) | > 0: Gaussian targets, degrees
-    sigma_dist = 0.0               # 0 = one-hot distance targets (official) | > 0: Gaussian targets, in 0.5 m bins
-    w_position = 10.0              # x position_loss of the class_positions head (when on)
-    # optimiser
-    learning_rate = 1e-3           # peak lr (official: blr 1e-3 x batch 256 / 256)
-    min_lr = 1e-6
-    weight_decay = 5e-4
-    beta1 = 0.9
-    beta2 = 0.999
-    layer_decay = 0.75             # lr x layer_decay ** (depth + 1 - layer)
-    grad_clip = 0.0                # 0 = off (official: off)
-    warmup_iters = 2000
-    max_iters = 20000
-    lr_decay_iters = 0             # 0 = max_iters
-    # ---
     exec(open('configurator.py').read())
     config = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
 
@@ -456,24 +399,17 @@ if __name__ == '__main__':
     # --- model ---
     if ckpt is not None and is_ours:
         model_args = ModelArgs(**ckpt['model_args'])
-        if init_from != 'resume' and class_positions:  # a fine-tune may add the per-class position head
-            model_args.class_positions, model_args.position_tokens = True, position_tokens
-            model_args.position_summary = position_summary
     else:
         model_args = ModelArgs(n_frames=n_frames, n_mels=n_mels, patch=patch, dim=dim, depth=depth, n_heads=n_heads,
                                mlp_ratio=mlp_ratio, n_classes=len(classes), drop_path=drop_path, mask_t_prob=mask_t_prob,
                                mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask,
-                               ipd_scale=ipd_scale, stem_channels=stem_channels, class_positions=class_positions,
-                               position_tokens=position_tokens, position_summary=position_summary)
+                               ipd_scale=ipd_scale, stem_channels=stem_channels)
     model = SpatialAST(model_args)
     iter_num, best_mae = 0, float('inf')
     if ckpt is not None and is_ours:
         missing, unexpected = model.load_state_dict(clean_state_dict(ckpt['model']), strict=False)
-        new_heads = {k for k in model.state_dict() if k.startswith(('class_', 'summary_'))}
-        if unexpected or set(missing) - new_heads:
+        if unexpected or missing:
             raise ValueError(f'{resume_path}: weights do not fit the model: missing {missing}, unexpected {unexpected}')
-        if missing:
-            say(f'new, untrained: {sorted(missing)}')
         if init_from == 'resume':
             iter_num, best_mae = ckpt['iter_num'], ckpt.get('best_mae', best_mae)
     elif ckpt is not None:  # an outside checkpoint: the official model loads whole, AudioMAE partially
@@ -506,7 +442,7 @@ if __name__ == '__main__':
         baselines.update({k: res[k] for k in ('random', 'gcc_phat') if k in res})
         res.update(baselines)
         res.update(iter=iter_num, classes=len(classes), eval_sources=eval_sources or sources)
-        res.update({k: res['model'][k] for k in ('mAP', 'ER20', 'MAE_deg', 'DER')})  # CONTRACTS §3 top-level keys
+        res.update({k: res['model'][k] for k in ('mAP', 'ER20', 'MAE_deg', 'DER')})  # top-level keys (docs/conventions.md)
         write_json(os.path.join(out_dir, metrics_name), res)
         say(f'eval at iter {iter_num} on {res["n"]} items:\n' + metrics_table(res))
         return res
@@ -548,13 +484,10 @@ if __name__ == '__main__':
             if ddp:  # all-reduce gradients on the last micro-step only
                 model.require_backward_grad_sync = micro == gradient_accumulation_steps - 1
             with ctx:
-                out = model(feats, positions=model_args.class_positions)
+                out = model(feats)
             b = {k: torch.from_numpy(v).to(device) for k, v in b.items() if k not in ('dry', 'rir')}
-            loss, part = encoder_loss(out[:4], b['labels'], b['targets'], b['spatial'], w_class, w_distance,
+            loss, part = encoder_loss(out, b['labels'], b['targets'], b['spatial'], w_class, w_distance,
                                       w_direction, sigma_deg, sigma_dist, b['targets2'])
-            if model_args.class_positions:
-                pos = position_loss(out[4], b['positions'], b['pos_mask'])
-                loss, part['pos'] = loss + w_position * pos, pos.item()
             scaler.scale(loss / gradient_accumulation_steps).backward()
             for k, v in part.items():
                 parts[k] = parts.get(k, 0.0) + v / gradient_accumulation_steps
@@ -572,7 +505,7 @@ if __name__ == '__main__':
                 f.write(json.dumps({'iter': iter_num, 'lr': lr, **parts}) + '\n')
             if iter_num % log_interval == 0:
                 print(f"iter {iter_num}: loss {parts['loss']:.4f} (bce {parts['bce']:.4f} dist {parts['dist']:.3f} "
-                      f"az {parts['az']:.3f} el {parts['el']:.3f} pos {parts.get('pos', 0):.3f}), lr {lr:.2e}, "
+                      f"az {parts['az']:.3f} el {parts['el']:.3f}), lr {lr:.2e}, "
                       f"{dt * 1000:.0f} ms/iter, {samples_per_iter / dt:.1f} samples/s", flush=True)
         iter_num += 1
 

@@ -171,7 +171,7 @@ def test_binary_balanced_and_counts(qa):
         assert sorted(r['question_id'] for r in items) == list(range(len(items)))
     meta = json.loads((out / 'meta.json').read_text())
     assert meta['stages']['1'] == ['CLASSIFICATION', 'DOA'] and len(meta['stages']['3']) == 9
-    assert meta['stages']['2'] == make_qa.stage_types(2)
+    assert meta['stages']['2'] == common.stage_types(2)
     assert os.path.isdir(meta['reverb_root']) and os.path.isdir(meta['audio_root'])
     assert 'Bell' in meta['classes'] and (out / 'summary.md').read_text().count('MIXUP_DIRECTION') >= 2
 

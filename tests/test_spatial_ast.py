@@ -49,67 +49,6 @@ def test_shapes_train_and_eval():
     assert m(feats)[2].shape == (3, 360)
 
 
-def test_class_positions_and_position_table():
-    m = tiny(class_positions=True, position_tokens=2).eval()
-    feats = torch.randn(3, 4, 64, 128)
-    with torch.no_grad():
-        for h in (m.head, m.class_direction_head, m.class_distance_head):  # heads away from ~0 so the order shows
-            torch.nn.init.normal_(h.weight)
-        c, d, a, e, pos = m(feats, positions=True)
-        assert pos.shape == (3, 5, 4) and len(m(feats)) == 4  # positions only when asked
-        x = m.tokens(feats)
-        assert x.shape == (3, 3 + 4 * 8 + 2, 32)
-        assert torch.equal(x[:, :-2], m.encode(feats))  # the encoder tokens themselves are unchanged
-        prob = torch.sigmoid(c)
-        for b in range(3):
-            order = prob[b].argsort(descending=True)
-            for rank in range(2):
-                row, k = x[b, 3 + 32 + rank], int(order[rank])
-                assert row[:5].argmax() == k and row[:5].sum() == 1  # one-hot class
-                assert row[5] == pytest.approx(prob[b, k].item(), abs=1e-5)
-                assert torch.allclose(row[6:10], pos[b, k], atol=1e-5)  # that class's position
-                assert row[10 + rank] == 1 and row[10:12].sum() == 1 and (row[12:] == 0).all()  # rank, padding
-        rows = m.tokens(feats, class_rows=True)[:, 3 + 32 + 2:]  # after the table: one row per class, in class order
-        assert rows.shape == (3, 5, 32) and (rows[..., 5:] == 0).all()
-        assert torch.allclose(rows[..., 0], prob, atol=1e-6) and torch.allclose(rows[..., 1:5], pos, atol=1e-6)
-    with pytest.raises(AssertionError, match='class_positions'):
-        tiny().eval().tokens(feats, class_rows=True)
-    with pytest.raises(AssertionError, match='dim >= n_classes'):
-        tiny(class_positions=True, position_tokens=2, n_classes=30).eval().tokens(feats)
-    assert tiny(class_positions=True).eval().tokens(feats).shape[1] == 3 + 32  # no table unless position_tokens > 0
-
-
-def test_position_summary():
-    """The position head's MLP on standardised time averages: its own weights, fed by every mel of each channel."""
-    assert not any(k.startswith('summary_') for k in tiny(class_positions=True).state_dict())
-    m = tiny(class_positions=True, position_summary=8)
-    assert m.state_dict()['summary_head.0.weight'].shape == (8, 10 * 128)
-    feats = torch.randn(6, 4, 50, 128)
-    m.train()
-    s = m.summary(feats)  # batch statistics in training: every feature standardised on its own
-    assert s.shape == (6, 1280) and torch.allclose(s.mean(0), torch.zeros(1280), atol=1e-4)
-    m.eval()
-    with torch.no_grad():
-        base = m(feats, positions=True)[4]
-        # a level difference in mels 40..49 that never changes over time reaches the positions through the summary
-        louder = feats.clone()
-        louder[:, 0, :, 40:50] += 3.0
-        assert (m.summary(louder) - m.summary(feats)).abs().reshape(6, 10, 128).amax((0, 1)).nonzero().view(-1).tolist() \
-            == list(range(40, 50))
-        assert not torch.allclose(m(louder, positions=True)[4], base)
-        # the MLP's output is added to the token head's: zero it and the position is the token head's alone
-        torch.nn.init.zeros_(m.summary_head[2].weight)
-        torch.nn.init.zeros_(m.summary_head[2].bias)
-        x = m.encode(feats)
-        only_tokens = torch.cat([m.class_direction_head(m.doa_norm(x[:, 1])).view(6, 5, 3),
-                                 m.class_distance_head(m.dis_norm(x[:, 0])).view(6, 5, 1)], -1)
-        assert torch.allclose(m(feats, positions=True)[4], only_tokens, atol=1e-6)
-        rows = m.tokens(feats, class_rows=True)[:, -5:]
-        assert torch.allclose(rows[..., 1:5], only_tokens, atol=1e-6)
-    with pytest.raises(AssertionError, match='need feats'):
-        m.heads(x, positions=True)
-
-
 def test_augmentations_only_in_training():
     m = tiny()
     feats = torch.randn(2, 4, 64, 128)

@@ -23,7 +23,7 @@ def words(d):
 
 
 def make_tiny(root):
-    """4 dry clips, 4 IRs, QA items of every type with CONTRACTS answers, meta.json, a tiny encoder checkpoint."""
+    """4 dry clips, 4 IRs, QA items of every type with answers in our formats, meta.json, a tiny encoder checkpoint."""
     import soundfile as sf
     import spatial_ast
     rng = np.random.default_rng(0)
@@ -69,12 +69,6 @@ def make_tiny(root):
     (root / 'enc').mkdir()
     torch.save({'model': enc.state_dict(), 'model_args': asdict(args), 'classes': CLASSES, 'config': {}},
                root / 'enc' / 'ckpt.pt')
-    args.class_positions = True  # the same encoder with a per-class position head, for named_sources
-    torch.manual_seed(0)
-    enc = spatial_ast.SpatialAST(args)
-    (root / 'enc_pos').mkdir()
-    torch.save({'model': enc.state_dict(), 'model_args': asdict(args), 'classes': CLASSES, 'config': {}},
-               root / 'enc_pos' / 'ckpt.pt')
     return qa, root / 'enc' / 'ckpt.pt'
 
 
@@ -133,39 +127,6 @@ def test_train_resume_eval_sample(tiny, tmp_path):
     p = subprocess.run([PY, 'sample.py', f'--ckpt={full / "ckpt.pt"}', f'--wav={tmp_path / "mono.wav"}',
                         '--question=Where?', '--device=cpu'], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and 'mono' in (p.stdout + p.stderr)
-
-
-def test_named_sources_chain(tiny, tmp_path):
-    """named_sources=True: class rows cached with the tokens, 3 more prefix slots; eval and sample read the names."""
-    qa, enc = tiny
-    enc_pos = enc.parent.parent / 'enc_pos' / 'ckpt.pt'
-    out = run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc_pos}', '--stage_iters=[1,1,2]',
-               '--named_sources=True', '--teacher_rows=0.5', '--teacher_types=D,E', "--type_weight={'E': 2.0}",
-               '--teacher_swap=0.5', '--one_sided=0.5',
-               f'--out_dir={tmp_path}'] + TINY)
-    assert 'stage 3 iter 2/2' in out
-    assert 'can trade their two sounds' in out and 'other_side items held back for 1 iters' in out
-    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
-    assert ck['model_args']['projector']['named_sources'] == 3 and any(k.startswith('named.') for k in ck['model'])
-    out = run([PY, 'eval.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out_dir={tmp_path / "eval"}', '--device=cpu',
-               '--embedder=exact'])
-    assert 'cache hit' in out and '| Random | P |' in out  # the training run's cache (tokens + class rows)
-    out = run([PY, 'eval.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--out_dir={tmp_path / "eval_true"}', '--device=cpu',
-               '--embedder=exact', '--true_rows=True'])
-    assert 'read the true positions' in out and (tmp_path / 'eval_true' / 'metrics.json').exists()
-    out = run([PY, 'sample.py', f'--ckpt={tmp_path / "ckpt.pt"}', f'--clip={qa.parent / "sources" / "clips" / "0.wav"}',
-               f'--rir={qa.parent / "rirs" / "binaural" / "room0" / "0.npy"}', '--question=Where is the Bark?',
-               '--device=cpu'])
-    assert 'answer:' in out
-    # a plain encoder cannot feed it
-    p = subprocess.run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stage_iters=[1,1,1]',
-                        '--named_sources=True', f'--out_dir={tmp_path / "bad"}'] + TINY, cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    assert p.returncode != 0 and 'class_positions' in p.stderr
-    p = subprocess.run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc_pos}', '--stage_iters=[1,1,1]',
-                        '--named_sources=True', '--teacher_swap=0.5', f'--out_dir={tmp_path / "bad2"}'] + TINY,
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode != 0 and 'set teacher_rows > 0' in p.stderr
 
 
 def test_torchrun_two_processes(tiny, tmp_path):
@@ -247,46 +208,3 @@ def test_compile_switch(tiny, tmp_path):
         assert 'stage 1 iter 1/1' in out
         keys[flag] = set(torch.load(tmp_path / flag / 'ckpt.pt', weights_only=False)['model'])
     assert keys['True'] == keys['False'] and not any('_orig_mod' in k for k in keys['True'])
-
-
-def test_teacher_shares():
-    """teacher_rows reaches only the types teacher_types names (letters or question types); a typo is an error."""
-    from train_bat import teacher_shares
-    types = ('CLASSIFICATION', 'MIXUP_SINGLE_DOA', 'MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH')
-    recs = [{'question_type': t} for t in types]
-    assert teacher_shares(recs, 0.5, '').tolist() == [0.5] * 4
-    assert teacher_shares(recs, 1.0, 'E').tolist() == [0, 0, 1, 1]
-    assert teacher_shares(recs, 1.0, 'D,MIXUP_DIRECTION').tolist() == [0, 1, 1, 0]
-    with pytest.raises(AssertionError, match='teacher_types'):
-        teacher_shares(recs, 1.0, 'F')
-
-
-def test_swapped_answer_and_swap_named():
-    """teacher_swap: the answer when the two sounds trade places, for each two-source type (None where unknown), and
-    the true rows with the two named classes' positions exchanged (probabilities and other classes untouched)."""
-    from train_bat import swapped_answer, swap_named, other_side
-    two = [{'labels': ['Dog', 'Bark']}, {'labels': ['Piano']}]
-    rec = lambda qtype, answer, targets=two: {'question_type': qtype, 'answer': answer, 'targets': targets}
-    assert swapped_answer(rec('MIXUP_DIRECTION', 'Yes')) == 'No'
-    assert swapped_answer(rec('MIXUP_DISTANCE_BOTH', 'No')) == 'Yes'
-    assert [swapped_answer(rec('MIXUP_NONBINARY_DIRECTION', a)) for a in ('left', 'behind', 'above')] == \
-        ['right', 'front', 'below']
-    assert swapped_answer(rec('MIXUP_NONBINARY_SOURCE', 'Dog; Bark')) == 'Piano'
-    assert swapped_answer(rec('MIXUP_NONBINARY_SOURCE', 'Piano')) == 'Dog; Bark'
-    assert swapped_answer(rec('MIXUP_NONBINARY_SOURCE', 'Cat')) is None
-    assert swapped_answer(rec('MIXUP_NONBINARY_DISTANCE', '2.5m')) == '2.5m'
-    assert swapped_answer(rec('MIXUP_SINGLE_DOA', 'left, front, above; 2m')) is None
-    assert swapped_answer(rec('MIXUP_DIRECTION', 'maybe')) is None
-    true = torch.arange(2 * 4 * 5, dtype=torch.float).view(2, 4, 5)
-    named = torch.tensor([[1, 3], [2, 0]])
-    out = swap_named(true, named)
-    assert torch.equal(out[0, 1, 1:], true[0, 3, 1:]) and torch.equal(out[0, 3, 1:], true[0, 1, 1:])
-    assert torch.equal(out[1, 2, 1:], true[1, 0, 1:]) and torch.equal(out[1, 0, 1:], true[1, 2, 1:])
-    assert torch.equal(out[..., 0], true[..., 0])  # probabilities stay
-    assert torch.equal(out[0, [0, 2]], true[0, [0, 2]]) and torch.equal(out[1, [1, 3]], true[1, [1, 3]])
-    # one_sided holds back the second word of each binary relation, and nothing else
-    q = lambda qtype, text: {'question_type': qtype, 'question': text}
-    assert other_side(q('MIXUP_DIRECTION', 'Is the dog to the right of the piano?'))
-    assert other_side(q('MIXUP_DISTANCE_BOTH', 'Is the dog farther from you than the piano?'))
-    assert not other_side(q('MIXUP_DIRECTION', 'Is the dog above the piano?'))
-    assert not other_side(q('MIXUP_NONBINARY_DIRECTION', 'Is the dog to the left or to the right of the piano?'))

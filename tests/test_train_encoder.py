@@ -14,9 +14,8 @@ import soundfile as sf
 import torch
 
 import features
-from train_encoder import (ClipIRData, average_precision, encoder_loss, soft_targets, fixed_eval_set, gcc_phat_itd,
-                           get_lr, great_circle_deg, itd_to_azimuth, mean_ap, param_groups, position_loss, position_of,
-                           score)
+from train_encoder import (ClipIRData, encoder_loss, soft_targets, fixed_eval_set, gcc_phat_itd, great_circle_deg,
+                           itd_to_azimuth, ir_targets, param_groups, score)
 from spatial_ast import ModelArgs, SpatialAST, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +24,7 @@ SR = 32000
 
 def make_data(folder, n_train=6, n_eval=3, n_rirs=8):
     """A tiny source collection (tones and noise, 3 labels) and a render dir whose IRs are two delayed impulses
-    with the ITD of the source direction, in the layouts of CONTRACTS §3."""
+    with the ITD of the source direction, in the layouts of docs/conventions.md."""
     rng = np.random.default_rng(0)
     src = folder / 'sources'
     src.mkdir(parents=True)
@@ -81,16 +80,6 @@ def read_log(out):
 # -----------------------------------------------------------------------------
 # pure functions
 
-def test_average_precision_and_map():
-    y = np.array([1, 0, 1, 0, 0.0])
-    assert average_precision(np.array([0.9, 0.8, 0.7, 0.1, 0.0]), y) == pytest.approx((1 + 2 / 3) / 2)
-    assert average_precision(np.array([0.0, 1, 1, 1, 1]), y) == pytest.approx((1 / 3 + 2 / 5) / 2, rel=0.3)
-    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.3]])
-    labels = np.array([[1, 0], [0, 1], [0, 0.0]])
-    assert mean_ap(scores, labels) == pytest.approx(1.0)
-    assert mean_ap(scores, np.zeros((3, 2))) is None
-
-
 def test_great_circle_and_score():
     assert great_circle_deg(0, 0, 90, 0) == pytest.approx(90)
     assert great_circle_deg(359, 0, 1, 0) == pytest.approx(2)
@@ -114,10 +103,7 @@ def test_gcc_phat_finds_the_ear_that_leads():
     assert itd_to_azimuth(np.array([0.0]))[0] == 90
 
 
-def test_lr_schedule_and_groups():
-    assert get_lr(0, 1e-3, 1e-6, 10, 100) < get_lr(9, 1e-3, 1e-6, 10, 100) <= 1e-3
-    assert get_lr(10, 1e-3, 1e-6, 10, 100) == pytest.approx(1e-3)
-    assert get_lr(100, 1e-3, 1e-6, 10, 100) == 1e-6
+def test_param_groups_layer_decay():
     model = SpatialAST(ModelArgs(dim=32, depth=3, n_heads=2, n_frames=32, n_classes=3))
     groups = param_groups(model, 5e-4, 0.75)
     scale = {id(p): (g['lr_scale'], g['weight_decay']) for g in groups for p in g['params']}
@@ -164,45 +150,19 @@ def test_two_source_rows_learn_both_positions():
     assert p1 == pytest.approx(p2)
 
 
-def test_class_position_targets_follow_each_source(tmp_path):
-    """Two-source rows: every class present gets its own source's position; a class in both sources none."""
+def test_two_source_items_carry_both_sources(tmp_path):
+    """two_source_prob=1: every item has a second clip at its own IR of the same room, both labels, and the second
+    source's targets; two_source_spatial=False keeps such rows out of the spatial losses."""
     sources, rd = make_data(tmp_path)
     srcs = [r for r in features.read_sources(str(sources)) if r['split'] == 'train']
     rirs = features.read_rirs(str(rd), 'train')
-    classes = ['Bell', 'Dog', 'Speech']
-    data = ClipIRData(srcs, rirs, classes, features.AudioCache(), SR, 0.1, 0.01, mixup_prob=0.0, two_source_prob=1.0)
-    b = data.batch(64, np.random.default_rng(0))
-    assert b['positions'].shape == (64, 3, 4) and (b['n_src'] == 2).all()
-    from train_encoder import ir_targets
-    place = lambda t: [position_of(r) for r in rirs if list(ir_targets(r)) == list(t)]  # IRs with these targets
-    seen = set()
-    for k in range(64):
-        present = np.nonzero(b['labels'][k] > 0)[0]
-        same_ir = (b['targets'][k] == b['targets2'][k]).all()
-        if len(present) == 1:  # both clips of one class: a position only if both sit at the same IR
-            seen.add('shared')
-            assert b['pos_mask'][k].sum() == float(same_ir)
-            continue
-        seen.add('two')
-        assert b['pos_mask'][k].sum() == 2 and (b['pos_mask'][k][b['labels'][k] == 0] == 0).all()
-        got = [b['positions'][k, c] for c in present]
-        first, second = place(b['targets'][k]), place(b['targets2'][k])
-        # one class sits at the first source's IR, the other at the second's
-        assert any(np.allclose(got[0], p) for p in first) and any(np.allclose(got[1], p) for p in second) or \
-            any(np.allclose(got[1], p) for p in first) and any(np.allclose(got[0], p) for p in second)
-    assert seen == {'shared', 'two'}
-    # the right-hand part is cos(el) cos(az): a source straight to the right (az 0) is +1, distance halved
-    r = {'targets': {'azimuth': 0, 'elevation': 0, 'distance': 3.0}}
-    assert np.allclose(position_of(r), [1, 0, 0, 1.5], atol=1e-6)
-
-
-def test_position_loss_counts_only_masked_classes():
-    pred, goal = torch.zeros(2, 3, 4), torch.ones(2, 3, 4)
-    mask = torch.tensor([[1.0, 0, 0], [0, 0, 1]])
-    assert position_loss(pred, goal, mask).item() == pytest.approx(4.0)
-    pred[0, 1] = 100.0  # an absent class: no loss
-    assert position_loss(pred, goal, mask).item() == pytest.approx(4.0)
-    assert position_loss(pred, goal, torch.zeros(2, 3)).item() == 0.0
+    data = ClipIRData(srcs, rirs, ['Bell', 'Dog', 'Speech'], features.AudioCache(), SR, 0.1, 0.01, mixup_prob=0.0,
+                      two_source_prob=1.0)
+    b = data.batch(32, np.random.default_rng(0))
+    assert (b['n_src'] == 2).all() and (b['spatial'] == 0).all() and b['dry'].shape[1] == 2
+    targets = {tuple(ir_targets(r)) for r in rirs}
+    assert all(tuple(t) in targets for t in b['targets2'])
+    assert (b['labels'].sum(1) >= 1).all() and (b['labels'].sum(1) == 2).any()  # two classes unless both clips share one
 
 
 def test_soft_targets_wrap_round():
@@ -246,23 +206,17 @@ def test_train_resume_exact_and_eval_only(tmp_path):
     assert len(read_log(a)) == 4
 
 
-def test_fine_tune_adds_class_positions(tmp_path):
-    """The demo's second encoder stage: start from a checkpoint, add the per-class position head and its table."""
+def test_fine_tune_from_a_checkpoint(tmp_path):
+    """init_from=<our ckpt.pt>: the model (and its model_args) start from that checkpoint, the iteration count at 0."""
     sources, rd = make_data(tmp_path)
     common = TINY + [f'--sources={sources}', f'--render_dir={rd}', '--eval_interval=2', '--max_iters=2']
     a, b = tmp_path / 'a', tmp_path / 'b'
     run_script(common + [f'--out_dir={a}'])
-    stdout = run_script(common + [f'--out_dir={b}', f'--init_from={a / "ckpt.pt"}', '--class_positions=True',
-                                  '--position_tokens=2', '--two_source_prob=0.5', '--w_position=5.0',
-                                  '--position_summary=16'])
-    assert 'new, untrained' in stdout and 'class_direction_head.weight' in stdout and 'summary_head.0.weight' in stdout
-    assert all(r['pos'] > 0 for r in read_log(b).values())  # the position loss trained
-    first, _ = load_checkpoint(a / 'ckpt.pt', 'cpu')
+    run_script(common + [f'--out_dir={b}', f'--init_from={a / "ckpt.pt"}', '--two_source_prob=0.5'])
+    first, ck_a = load_checkpoint(a / 'ckpt.pt', 'cpu')
     model, ckpt = load_checkpoint(b / 'ckpt.pt', 'cpu')
-    assert ckpt['model_args']['class_positions'] and ckpt['model_args']['position_tokens'] == 2
-    assert ckpt['model_args']['position_summary'] == 16 and model.summary_norm.num_batches_tracked > 0
-    assert model.tokens(torch.randn(1, 4, 40, 128)).shape == (1, 3 + 4 * 8 + 2, 32)
-    # the rest started from the first stage's weights: two small steps away from them, not a fresh draw
+    assert ckpt['iter_num'] == 2 and ckpt['model_args'] == ck_a['model_args']
+    # it started from the first run's weights: two small steps away from them, not a fresh draw
     w0, w1 = first.state_dict()['blocks.0.attn.qkv.weight'], model.state_dict()['blocks.0.attn.qkv.weight']
     fresh = SpatialAST(ModelArgs(**ckpt['model_args'])).state_dict()['blocks.0.attn.qkv.weight']
     assert (w1 - w0).norm() < 0.1 * (fresh - w0).norm()
