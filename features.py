@@ -2,7 +2,7 @@
 The audio front end of Spatial-AST, and the waveform path that feeds it.
 
 - `binaural_features(wav)`: (B, 2, N) waveform -> (B, 4, T, 128) = [log-mel L, log-mel R, mel cos IPD, mel sin IPD],
-  exactly steps 1-10 of the official front end (bat-facts §2): STFT n_fft 1024, periodic Hann 1024, hop 320, centred
+  exactly steps 1-10 of the official front end (docs/conventions.md): STFT n_fft 1024, periodic Hann 1024, hop 320, centred
   with reflect padding; magnitude (not power); librosa's Slaney mel matrix (128 bins, 50-14000 Hz); 10*log10(clamp(., 1e-10));
   cos/sin of the interaural phase difference on the full STFT, each through the same mel matrix.
   BatchNorm, the time resize to 1024 frames and the conv stem live in spatial_ast.py.
@@ -401,7 +401,7 @@ def mix_items(items, device):
 # record files
 
 def read_sources(path):
-    """A sources JSONL (CONTRACTS §3) -> [{'path': absolute, 'labels': [...], 'split': ...}, ...]."""
+    """A sources JSONL (docs/conventions.md) -> [{'path': absolute, 'labels': [...], 'split': ...}, ...]."""
     folder = os.path.dirname(os.path.abspath(path))
     out = []
     for i, r in enumerate(common.read_records(path), 1):

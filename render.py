@@ -11,7 +11,7 @@ released IRs are not reproducible: official issue #8). This is our embedded, see
 - optional air absorption (ISO 9613-1, 20 C, 50 % RH) applied as a time-frequency gain: a sample at time t has
   travelled c * t metres.
 Everything is batched in torch over image sources and over IRs (GPU with --device=cuda).
-Output layout = the official `mp3d_reverb` one (CONTRACTS.md §3): <out_dir>/binaural/<room_id>/<k>.npy (2, L)
+Output layout = the official `mp3d_reverb` one (docs/conventions.md): <out_dir>/binaural/<room_id>/<k>.npy (2, L)
 float32 at 32 kHz, channel 0 = left ear, and <out_dir>/{train,eval}_reverberation.jsonl, plus summary.md.
 
 Run (CPU):      python render.py config/demo_render.py --device=cpu
@@ -33,7 +33,7 @@ import torch
 
 from common import atomic_write
 
-SAMPLE_RATE = 32000  # Hz, the project's audio rate (CONTRACTS §1)
+SAMPLE_RATE = 32000  # Hz, the project's audio rate (docs/conventions.md)
 SPEED_OF_SOUND = 343.0  # m/s
 MAX_DISTANCE = 10.0  # m, the largest distance class (20 = 10 m)
 MIN_DISTANCE = 0.1  # m, closer than this the far-field HRTF (measured at 1.4 m) means nothing
@@ -480,7 +480,7 @@ def sample_source(rng, dims, listener, octant, dist_class, el_range=(-40.0, 90.0
         r = rng.uniform(max(0.5, dist_class / 2 - 0.25), min(MAX_DISTANCE, dist_class / 2 + 0.25))
         az = math.radians(az_lo + rng.uniform(1, 89))  # keep 1 degree off the octant borders
         el = math.asin(rng.uniform(s_lo, s_hi) * 0.999 + (0.0005 if ab == 'above' else -0.0005))  # uniform on the sphere
-        d = r * np.array([math.cos(el) * math.cos(az), math.sin(el), -math.cos(el) * math.sin(az)])  # CONTRACTS §1
+        d = r * np.array([math.cos(el) * math.cos(az), math.sin(el), -math.cos(el) * math.sin(az)])  # Habitat axes (docs/conventions.md)
         p = listener + d
         if np.all(p >= margin) and np.all(p <= dims - margin):
             return p

@@ -1,5 +1,5 @@
 """
-Dry sound sources: turn a collection of labelled clips into a sources list (CONTRACTS §3):
+Dry sound sources: turn a collection of labelled clips into a sources list (docs/conventions.md):
 `<out_dir>/sources.jsonl`, one clip a line {"path", "labels": [AudioSet display names], "split": "train"|"eval"},
 plus `<out_dir>/summary.md`. Every clip is loaded once (features.load_clip) so that unreadable, empty, silent or
 non-finite files are skipped with a warning and counted, never trained on.
@@ -16,7 +16,7 @@ Clips without a fixed split are split by a hash of their path (reproducible, ind
 Run (CPU only; no GPU involved):
     python sources.py config/demo_sources.py                                  # demo bank -> out/demo/sources
     python sources.py --collection=synth --out_dir=out/sources --clips_train=200 --clips_eval=40
-    python sources.py --collection=manifest --path=../shared/data/clips/manifest.csv --out_dir=out/clips
+    python sources.py --collection=manifest --path=my_clips/manifest.csv --out_dir=out/clips
     python sources.py --collection=audioset --path=/data/AudioSet/metadata/balanced.json,/data/AudioSet/metadata/eval.json \
         --class_list=/data/AudioSet/metadata/class_labels_indices_subset.csv --out_dir=out/audioset
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv with the test extras, then run the test suite (CPU only; ../shared clips used when present).
+# Set up .venv with the test extras, then run the test suite (CPU only; tests needing optional local data skip).
 # Usage: bash test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")"
