@@ -402,23 +402,24 @@ def encode_waveforms(encoder, wav, class_rows=False):
 
 
 def encoder_tokens(records, encoder, encoder_ckpt, audio_root, reverb_root, cache_dir, device,
-                   clip_seconds=10.0, batch_size=16, sample_rate=32000, log=print, class_rows=False):
+                   clip_seconds=10.0, batch_size=16, sample_rate=32000, log=print, class_rows=False, pad='loop'):
     """Returns (tokens (U, S, dim) float16 on CPU, index (len(records),) long into it). U = distinct audio pairs.
-    Cached in cache_dir under a key made of the encoder checkpoint stamp, the clip length and the audio pairs."""
+    Cached in cache_dir under a key made of the encoder checkpoint stamp, the clip length and the audio pairs.
+    pad: how a clip shorter than clip_seconds is lengthened, 'loop' | 'zero' (the released loader: zeros)."""
     from features import AudioCache, qa_waveforms
     from common import Progress
     keys = sorted({audio_key(r) for r in records}, key=str)
     where = {k: i for i, k in enumerate(keys)}
     index = torch.tensor([where[audio_key(r)] for r in records], dtype=torch.long)
-    h = hashlib.sha1(json.dumps([file_stamp(encoder_ckpt), clip_seconds, sample_rate, keys] + ([1] if class_rows else []))
-                     .encode()).hexdigest()[:16]
+    h = hashlib.sha1(json.dumps([file_stamp(encoder_ckpt), clip_seconds, sample_rate, keys] + ([1] if class_rows else [])
+                                + ([pad] if pad != 'loop' else [])).encode()).hexdigest()[:16]
     path = os.path.join(cache_dir, f'enc_{h}.pt')
     if os.path.exists(path):
         log(f"encoder tokens: cache hit {path}")
         return torch.load(path, map_location='cpu'), index
     uniq = [{'audio_id': k[0], 'reverb_id': k[1], 'audio_id2': k[2], 'reverb_id2': k[3]} for k in keys]
     encoder.eval()
-    cache, out = AudioCache(), []
+    cache, out = AudioCache(pad), []
     prog = Progress(len(uniq), name='encoder tokens', unit='clips')
     for i in range(0, len(uniq), batch_size):
         chunk = uniq[i:i + batch_size]

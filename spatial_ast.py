@@ -42,6 +42,7 @@ class ModelArgs:
     mask_f_prob: float = 0.25  # ... and of frequency columns removed
     freq_mask: int = 48       # training-only SpecAugment: widest frequency mask (bins)
     time_mask: int = 192      # ... widest time mask (frames, after the resize)
+    spec_masks: str = 'batch'  # 'batch': one mask pair for the whole batch (the official torchaudio call) | 'item'
     norm_eps: float = 1e-6
     ipd_scale: float = 1.0    # multiplies the mel cos/sin IPD channels before the stem (1 = official; see front())
     stem_channels: int = 1    # channels out of the conv stem = into the patch embedding (1 = official; see front())
@@ -72,20 +73,27 @@ def sincos_pos_embed(dim, grid_t, grid_f):
     return torch.tensor(table, dtype=torch.float32).unsqueeze(0)
 
 
-def spec_augment(x, freq_mask, time_mask):
+def spec_augment(x, freq_mask, time_mask, shared=False):
     """SpecAugment on (B, C, T, F): one frequency band and one time span zeroed per example, widths uniform in
-    [0, freq_mask) and [0, time_mask). (torchaudio's default shares one mask across the batch; per example is the
-    stronger augmentation and costs nothing.)"""
+    [0, freq_mask) and [0, time_mask). shared=True draws one band and one span for the whole batch, the way the
+    official model's torchaudio FrequencyMasking(48) / TimeMasking(192) do (iid_masks=False): width w = U * widest,
+    start = U * (size - w), both rounded down."""
     B, _, T, Fq = x.shape
+    n = 1 if shared else B
 
     def band(size, widest):
-        width = (torch.rand(B, 1, device=x.device) * min(widest, size)).long()
-        start = (torch.rand(B, 1, device=x.device) * (size - width + 1)).long().clamp(max=size - 1)
+        w = torch.rand(n, 1, device=x.device) * min(widest, size)
+        if shared:
+            start = (torch.rand(n, 1, device=x.device) * (size - w)).long()
+            width = w.long()
+        else:
+            width = w.long()
+            start = (torch.rand(n, 1, device=x.device) * (size - width + 1)).long().clamp(max=size - 1)
         idx = torch.arange(size, device=x.device).unsqueeze(0)  # (1, size)
-        return (idx >= start) & (idx < start + width)  # (B, size) True = masked
+        return (idx >= start) & (idx < start + width)  # (B or 1, size) True = masked
 
-    keep_t = ~band(T, time_mask)[:, None, :, None]  # (B, 1, T, 1)
-    keep_f = ~band(Fq, freq_mask)[:, None, None, :]  # (B, 1, 1, F)
+    keep_t = ~band(T, time_mask)[:, None, :, None]  # (B or 1, 1, T, 1)
+    keep_f = ~band(Fq, freq_mask)[:, None, None, :]  # (B or 1, 1, 1, F)
     return x * (keep_t & keep_f).to(x.dtype)
 
 
@@ -225,7 +233,7 @@ class SpatialAST(nn.Module):
         # it, not both (measured: see config/demo_encoder.py); stem_channels > 1 gives each its own channel
         x = self.conv_downsample(x)  # (B, stem_channels, n_frames, n_mels)
         if self.training:
-            x = spec_augment(x, self.args.freq_mask, self.args.time_mask)
+            x = spec_augment(x, self.args.freq_mask, self.args.time_mask, self.args.spec_masks == 'batch')
         return x
 
     def encode(self, feats):
