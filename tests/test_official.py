@@ -200,3 +200,241 @@ def test_finetuned_pth_front_end_is_checked(tmp_path):
     write_finetuned(tmp_path / 'bad.pth', **{'logmel_extractor.melW': mel.roll(1, dims=1)})
     with pytest.raises(ValueError, match='logmel_extractor.melW'):
         spatial_ast.load_checkpoint(str(tmp_path / 'bad.pth'))
+
+# -----------------------------------------------------------------------------
+# a small copy of the release's layout: AudioSet (list-form metadata, class CSV, weights CSV), mp3d_reverb,
+# SpatialSoundQA closed-end files, SpatialAST/finetuned.pth, BAT/model.pt, and a Llama-2-layout HF dir
+
+# class_labels_indices_subset.csv: index, mid, display_name; deliberately not in alphabetical order
+CLASS_ROWS = [('/m/09x0r', 'Speech'), ('/m/0bt9lr', 'Dog'), ('/m/04rlf', 'Music'), ('/m/05tny_', 'Bark'),
+              ('/m/01x3z', 'Clock')]
+PROMPTS = ['Identify the sound events in the audio clip.', 'Where is the sound coming from?',
+           'Is the sound of the dog to the left of the music?']
+
+
+def write_wav(path, seconds, sr, channels=1, freq=440.0):
+    import soundfile as sf
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.2 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(int(freq)).standard_normal(len(t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.stack([x] * channels, 1) if channels > 1 else x, sr, subtype='PCM_16')
+
+
+def released_ir(peak_left, peak_right, length, seed):
+    """float64 (2, L) like the released IRs: direct sound at sample 31, a decaying tail."""
+    rng = np.random.default_rng(seed)
+    h = 0.01 * rng.standard_normal((2, length)) * np.exp(-np.arange(length) / 3000.0)
+    h[0, 31], h[1, 31] = peak_left, peak_right
+    return h
+
+
+def write_release(root):
+    import transformers
+    A = root / 'SpatialSoundQA' / 'AudioSet'
+    meta = A / 'metadata'
+    (meta / 'weights').mkdir(parents=True)
+    (meta / 'class_labels_indices_subset.csv').write_text(
+        'index,mid,display_name\n' + ''.join(f'{i},{m},"{n}"\n' for i, (m, n) in enumerate(CLASS_ROWS)))
+    train = [{'folder': 'balanced_train/audio', 'id': f'Ytrain{k}', 'label': [CLASS_ROWS[k % 5][0]] +
+              (['/m/0notsubset'] if k == 0 else [])} for k in range(6)]
+    evals = [{'folder': 'eval/audio', 'id': f'Yeval{k}', 'label': [CLASS_ROWS[(k + 1) % 5][0]]} for k in range(3)]
+    for recs in (train, evals):
+        for k, r in enumerate(recs):  # 16 kHz mono and 32 kHz stereo files: resampled / channel 0, as official
+            write_wav(A / r['folder'] / f"{r['id']}.wav", 1.5, 16000 if k % 2 else SR, 1 if k % 2 else 2, 300 + 70 * k)
+    (meta / 'balanced.json').write_text(json.dumps(train))
+    (meta / 'eval.json').write_text(json.dumps(evals))
+    weights = [1000.0 / (1 + k) for k in range(6)]
+    weights[4] = 0.0  # a clip the sampler must never draw
+    np.savetxt(meta / 'weights' / 'balanced_weight.csv', np.array(weights), delimiter=',')
+    R = root / 'SpatialSoundQA' / 'mp3d_reverb'
+    for split, scene in (('train', '17DRP5sb8fy'), ('eval', 'q9vSo1VnCiC')):
+        (R / 'binaural' / scene).mkdir(parents=True)
+        recs = []
+        for k, (length, pl, pr) in enumerate([(41983, 1.23, 0.15), (37887, 0.09, 0.68), (40001, 0.5, 0.5)]):
+            np.save(R / 'binaural' / scene / f'{k}.npy', released_ir(pl, pr, length, k))
+            recs.append({'fname': f'{scene}/{k}.npy', 'sensor_position': '0.0,1.5,0.0', 'agent_position': '0.0,0.0,0.0',
+                         'source_position': ['-1.0,1.5,-1.0', '2.0,1.0,1.0', '0.0,2.5,-3.0'][k]})
+        (R / f'{split}_reverberation.json').write_text(json.dumps({'data': recs}))
+    Q = root / 'SpatialSoundQA' / 'closed-end' / 'stage3-mixup'
+    Q.mkdir(parents=True)
+    one = lambda k: {'audio_id': f'eval/audio/Yeval{k}', 'reverb_id': f'q9vSo1VnCiC/{k}.npy', 'audio_id2': None,
+                     'reverb_id2': None}
+    items = [{**one(0), 'question_id': 0, 'question_type': 'CLASSIFICATION', 'question': PROMPTS[0], 'answer': 'Dog'},
+             {**one(1), 'question_id': 1, 'question_type': 'DOA', 'question': PROMPTS[1],
+              'answer': 'left, front, below; 1.5m'},
+             {**one(2), 'audio_id2': 'eval/audio/Yeval0', 'reverb_id2': 'q9vSo1VnCiC/0.npy', 'question_id': 2,
+              'question_type': 'MIXUP_DIRECTION', 'question': PROMPTS[2], 'answer': 'Yes'}]
+    (Q / 'eval-stage3-direction.json').write_text(json.dumps({'data': items}))
+    (Q / 'train.json').write_text(json.dumps({'data': items * 2}))
+    (root / 'SpatialAST').mkdir()
+    write_finetuned(root / 'SpatialAST' / 'finetuned.pth')
+    # Llama-2-layout HF dir: a tiny LlamaForCausalLM + a SentencePiece tokenizer (LLaMA's ids: unk 0, bos 1, eos 2)
+    hf_dir = root / 'Llama-2-7b-hf'
+    texts = [bat.format_prompt(r['question']) + r['answer'] for r in items] * 10 + [r['answer'] for r in items]
+    tok = llama.Tokenizer(llama.train_tokenizer(texts, root / 'tok' / 'tokenizer', 160))
+    hf = tiny_hf_llama(hf_dir, tok.n_words)
+    (hf_dir / 'tokenizer.model').write_bytes(Path(tok.model_path).read_bytes())
+    (hf_dir / 'tokenizer_config.json').write_text(json.dumps({
+        'tokenizer_class': 'LlamaTokenizer', 'add_bos_token': True, 'add_eos_token': False, 'bos_token': '<s>',
+        'eos_token': '</s>', 'unk_token': '<unk>', 'legacy': False}))
+    # BAT/model.pt: the trainable parameters of SLAM's model (Q-Former projector + peft LoRA), flat
+    qformer = small_blip2(n_layers=2, hidden=128, heads=2, ffn=96, encoder_hidden=SMALL_ENC['dim'], seed=3)
+    proj, _ = slam_projector_sd(qformer, n_query=4, llm_dim=64, seed=3)
+    _, lora = peft_lora(hf, rank=4)
+    (root / 'BAT').mkdir()
+    torch.save({**proj, **lora}, root / 'BAT' / 'model.pt')
+    return root
+
+
+@pytest.fixture(scope='module')
+def release(tmp_path_factory):
+    pytest.importorskip('transformers')
+    pytest.importorskip('peft')
+    return write_release(tmp_path_factory.mktemp('SpatialAudio'))
+
+
+def run(args, timeout=300):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'}
+    p = subprocess.run([PY] + args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    assert p.returncode == 0, f"{args[:2]} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p.stdout
+
+
+def test_eval_released_bat_on_official_files(release, tmp_path):
+    """The issue's command: eval.py with the SLAM model.pt, finetuned.pth and a HF LLaMA dir on an official
+    {"data": [...]} file (audio_id without .wav, reverb_id under mp3d_reverb/binaural, float64 IRs of 1.2-1.3 s)."""
+    r = release / 'SpatialSoundQA'
+    out = run(['eval.py', f"--ckpt={release / 'BAT' / 'model.pt'}", f"--encoder_ckpt={release / 'SpatialAST' / 'finetuned.pth'}",
+               f"--llm={release / 'Llama-2-7b-hf'}", f"--eval_file={r / 'closed-end' / 'stage3-mixup' / 'eval-stage3-direction.json'}",
+               f"--audio_root={r / 'AudioSet'}", f"--reverb_root={r / 'mp3d_reverb' / 'binaural'}", '--device=cpu',
+               '--beams=1', '--max_new_tokens=6', f'--out_dir={tmp_path}', '--embedder=exact', '--plots=False'])
+    assert 'greedy, up to 6 new tokens' in out
+    preds = [json.loads(line) for line in (tmp_path / 'predictions.jsonl').read_text().splitlines()]
+    assert [p['type'] for p in preds] == ['CLASSIFICATION', 'DOA', 'MIXUP_DIRECTION']
+    metrics = json.loads((tmp_path / 'metrics.json').read_text())
+    assert {'A_mAP', 'B_doa_acc', 'E_direction_ba'} <= set(metrics) and metrics['decoding'] == 'greedy'
+
+
+def test_released_bat_loads_as_written(release):
+    """load_bat on model.pt: the projector is the Blip2QFormerModel + Linear + LayerNorm written into it (2 heads read
+    off its 128 width), and the LLM carries peft's LoRA (logits differ from the bare HF dir)."""
+    model, encoder, tok, ck = bat.load_bat(str(release / 'BAT' / 'model.pt'), 'cpu',
+                                           str(release / 'SpatialAST' / 'finetuned.pth'), str(release / 'Llama-2-7b-hf'))
+    assert ck['slam'] and ck['config']['clip_pad'] == 'zero' and ck['base']['llm'] != 'scratch'
+    qformer = small_blip2(n_layers=2, hidden=128, heads=2, ffn=96, encoder_hidden=SMALL_ENC['dim'], seed=3)
+    _, reference = slam_projector_sd(qformer, n_query=4, llm_dim=64, seed=3)
+    x = torch.randn(1, 3 + 32, SMALL_ENC['dim'], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (model.projector(x) - reference(x)).abs().max() <= 1e-5
+        ids = torch.tensor([tok.encode('Where is the dog?')])
+        bare = llama.load(release / 'Llama-2-7b-hf')
+        assert (model.llm(ids) - bare(ids)).abs().max() > 1e-3
+    with pytest.raises(SystemExit, match='encoder_ckpt'):
+        bat.load_bat(str(release / 'BAT' / 'model.pt'))
+
+
+def test_official_waveforms_as_released(release):
+    """float64 IRs of different lengths, 16 kHz / stereo clips shorter than 10 s: the waveform equals the released
+    loader's recipe (channel 0, resample to 32 kHz, -14 dBFS, full convolution, zeros to 10 s, two sources averaged)."""
+    import soundfile as sf
+    from scipy.signal import fftconvolve, resample_poly
+    import features
+    A, B = release / 'SpatialSoundQA' / 'AudioSet', release / 'SpatialSoundQA' / 'mp3d_reverb' / 'binaural'
+    rec = {'audio_id': 'eval/audio/Yeval1', 'reverb_id': 'q9vSo1VnCiC/1.npy', 'audio_id2': 'eval/audio/Yeval0',
+           'reverb_id2': 'q9vSo1VnCiC/0.npy'}
+    got = features.qa_waveforms([rec], str(A), str(B), features.AudioCache('zero'), 'cpu')[0].numpy()
+
+    def one(audio_id, reverb_id):
+        x, sr = sf.read(A / (audio_id + '.wav'))
+        x = x[:, 0] if x.ndim > 1 else x
+        x = resample_poly(x, SR, sr) if sr != SR else x
+        x = x * 10 ** ((-14 - 20 * np.log10(np.sqrt(np.mean(x ** 2)))) / 20)
+        h = np.load(B / reverb_id)
+        assert h.dtype == np.float64 and 1.1 < h.shape[1] / SR < 1.35 and abs(int(np.abs(h[0]).argmax()) - 31) <= 1
+        w = fftconvolve(x[None], h, mode='full')
+        return np.pad(w, ((0, 0), (0, max(0, 10 * SR - w.shape[1]))))[:, :10 * SR]
+    want = (one(rec['audio_id'], rec['reverb_id']) + one(rec['audio_id2'], rec['reverb_id2'])) / 2
+    assert got.shape == (2, 10 * SR)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_tokenisation_as_released(release):
+    """prompt + answer as one string (BOS first, EOS appended), the prompt's own length masked: the ids equal
+    transformers' LLaMA tokenizer on the same text."""
+    transformers = pytest.importorskip('transformers')
+    pytest.importorskip('google.protobuf')
+    from train_bat import joint_ids, tokenize
+    hf_dir = release / 'Llama-2-7b-hf'
+    tok, hf = llama.Tokenizer(hf_dir / 'tokenizer.model'), transformers.AutoTokenizer.from_pretrained(hf_dir)
+    recs = json.loads((release / 'SpatialSoundQA' / 'closed-end' / 'stage3-mixup' / 'eval-stage3-direction.json').read_text())['data']
+    prompts, answers = tokenize(recs, tok, 96, joint=True)
+    separate = tokenize(recs, tok, 96, joint=False)
+    for r, p, a in zip(recs, prompts, answers):
+        prompt = bat.format_prompt(r['question'])
+        full = hf(prompt + r['answer'])['input_ids'] + [hf.eos_token_id]
+        assert full[0] == tok.bos_id and p + a == full
+        assert len(p) == len(hf(prompt)['input_ids'])
+    assert answers != separate[1]  # "Response:" + "Dog" is not "Response:" then "▁Dog": the way matters
+    p, a = joint_ids('Q:', 'a b c d e f', tok, max_answer_tokens=3)
+    assert len(a) == 3 and a[-1] == tok.eos_id
+
+
+def test_sources_from_the_list_form_metadata(release, tmp_path):
+    """sources.py on Spatial-AST's metadata: clip = audio_root/folder/id.wav, labels by mid through the class CSV
+    (mids outside it left out), the CSV's row order kept in classes.txt (and by train_encoder), weights per clip."""
+    meta = release / 'SpatialSoundQA' / 'AudioSet' / 'metadata'
+    run(['sources.py', '--collection=audioset', f"--path={meta / 'balanced.json'},{meta / 'eval.json'}",
+         f"--audio_root={release / 'SpatialSoundQA' / 'AudioSet'}", f"--class_list={meta / 'class_labels_indices_subset.csv'}",
+         f"--weight_csv={meta / 'weights' / 'balanced_weight.csv'}", f'--out_dir={tmp_path}', '--clip_seconds=1.5'])
+    rows = [json.loads(line) for line in (tmp_path / 'sources.jsonl').read_text().splitlines()]
+    names = [n for _, n in CLASS_ROWS]
+    assert (tmp_path / 'classes.txt').read_text().split('\n')[:-1] == names != sorted(names)
+    train = [r for r in rows if r['split'] == 'train']
+    assert [r['labels'] for r in train] == [[names[k % 5]] for k in range(6)]
+    assert [r['weight'] for r in train] == pytest.approx([1000.0 / (1 + k) if k != 4 else 0.0 for k in range(6)])
+    assert all(Path(tmp_path, r['path']).is_file() or Path(r['path']).is_file() for r in rows)
+    assert sum(r['split'] == 'eval' for r in rows) == 3 and 'class order' in (tmp_path / 'summary.md').read_text()
+    from train_encoder import EpochSampler, class_order
+    assert class_order('', str(tmp_path / 'sources.jsonl'), train) == names
+    sampler = EpochSampler('weighted', 6, 4, samples_per_iter=2, seed=0, weights=[r['weight'] for r in train])
+    for epoch in range(5):
+        picks = np.concatenate([sampler.picks(epoch * 2 + s, 0, 1, rank, 2, 1) for s in range(2) for rank in range(2)])
+        assert len(set(picks.tolist())) == 4 and 4 not in picks  # without replacement, never a zero weight
+    shuffle = EpochSampler('shuffle', 6, 0, samples_per_iter=3, seed=0)
+    assert sorted(np.concatenate([shuffle.picks(s, 0, 1, 0, 1, 3) for s in (2, 3)]).tolist()) == list(range(6))
+
+
+def test_finetuned_pth_feeds_train_encoder_and_train_bat(release, tmp_path):
+    """--init_from=finetuned.pth (sizes from its shapes, head rows in the class CSV's order) trains on the official
+    mp3d_reverb JSON; train_bat.py takes finetuned.pth as its encoder, a LLaMA-2-layout dir and the official
+    train.json (tokenised as released), with the released linear schedule."""
+    meta = release / 'SpatialSoundQA' / 'AudioSet' / 'metadata'
+    src = tmp_path / 'src'
+    run(['sources.py', '--collection=audioset', f"--path={meta / 'balanced.json'},{meta / 'eval.json'}",
+         f"--class_list={meta / 'class_labels_indices_subset.csv'}", f'--out_dir={src}', '--clip_seconds=1.5'])
+    out = run(['train_encoder.py', f"--sources={src / 'sources.jsonl'}",
+               f"--render_dir={release / 'SpatialSoundQA' / 'mp3d_reverb'}",
+               f"--init_from={release / 'SpatialAST' / 'finetuned.pth'}", '--device=cpu', '--clip_seconds=1.5',
+               '--clip_pad=zero', '--roll_mag=True', '--sampler=shuffle', '--epochs=1', '--warmup_epochs=0',
+               '--batch_size=3', '--eval_items=3', '--eval_batch_size=3', f"--out_dir={tmp_path / 'enc'}"])
+    assert 'official Spatial-AST weights' in out and '1 epochs x 2 iterations' in out
+    ck = torch.load(tmp_path / 'enc' / 'ckpt.pt', weights_only=False)
+    assert ck['classes'] == [n for _, n in CLASS_ROWS] and ck['model_args']['dim'] == SMALL_ENC['dim']
+    q = release / 'SpatialSoundQA' / 'closed-end' / 'stage3-mixup'
+    out = run(['train_bat.py', f"--train_file={q / 'train.json'}", f"--eval_file={q / 'eval-stage3-direction.json'}",
+               f"--audio_root={release / 'SpatialSoundQA' / 'AudioSet'}",
+               f"--reverb_root={release / 'SpatialSoundQA' / 'mp3d_reverb' / 'binaural'}",
+               f"--encoder_ckpt={release / 'SpatialAST' / 'finetuned.pth'}", f"--llm={release / 'Llama-2-7b-hf'}",
+               '--stages=1', '--stage_iters=[2]', '--lr_schedule=linear', '--warmup_iters=1', '--grad_clip=0.0',
+               '--clip_seconds=1.0', '--clip_pad=zero', '--qformer_layers=2', '--n_query=4', '--qformer_dim=32',
+               '--qformer_heads=2', '--qformer_ffn=48', '--batch_size=2', '--eval_interval=2', '--eval_iters=1',
+               '--log_interval=1', '--device=cpu', f"--out_dir={tmp_path / 'bat'}"])
+    assert 'iter 2/2' in out
+    ck = torch.load(tmp_path / 'bat' / 'ckpt.pt', weights_only=False)
+    assert ck['config']['clip_pad'] == 'zero' and any('lora_' in k for k in ck['model'])
+
+
+def test_linear_schedule_is_the_released_one():
+    from train_bat import get_lr
+    lrs = [get_lr(it, 200000, 1e-4, 0.0, 20000, 'linear') for it in (0, 10000, 20000, 110000, 200000, 250000)]
+    assert lrs == pytest.approx([0.0, 5e-5, 1e-4, 5e-5, 0.0, 0.0])
