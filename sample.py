@@ -49,7 +49,8 @@ def place_clip(clip, rir, clip_seconds, device, pad='loop'):
 # -----------------------------------------------------------------------------
 # config
 ckpt = 'out/demo/bat/ckpt.pt'  # train_bat.py checkpoint, or the released SLAM-LLM BAT model.pt
-encoder_ckpt = ''              # '' = the one the checkpoint names; else ours or the official finetuned.pth (model.pt: required)
+encoder_ckpt = ''              # '' = the one the checkpoint names; else ours or the official finetuned.pth
+                               # (model.pt: required)
 llm = ''                       # '' = the one the checkpoint names; else a LLaMA-2 HF dir (model.pt: required)
 lora_alpha = 32.0              # model.pt only (it does not store alpha): the released recipe's 32
 wav = ''                       # a binaural (2-channel) audio file

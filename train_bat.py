@@ -276,7 +276,8 @@ if __name__ == '__main__':
         dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
     stage_iters = list(stage_iters)
     assert len(stage_iters) == 3 or (stages == 1 and len(stage_iters) >= 1), 'stage_iters: three ints (or one)'
-    assert lr_schedule in ('cosine', 'linear') and clip_pad in ('loop', 'zero'), 'lr_schedule: cosine|linear; clip_pad: loop|zero'
+    assert lr_schedule in ('cosine', 'linear'), f"lr_schedule must be 'cosine' or 'linear', got {lr_schedule!r}"
+    assert clip_pad in ('loop', 'zero'), f"clip_pad must be 'loop' or 'zero', got {clip_pad!r}"
     stage_iters = stage_iters if stages == 3 else stage_iters[-1:]
     assert freeze_encoder or not cache_tokens, 'a trainable encoder needs cache_tokens=False'
     assert not fsdp or ddp, 'fsdp=True needs torchrun'

@@ -101,7 +101,8 @@ class ClipIRData:
         return fit_rir(self.cache.rir(self.rirs[j]['path']), self.rir_len)
 
     def batch(self, batch_size, rng, picks=None):
-        """picks: the batch's clip indices (an epoch sampler's), else uniform draws. A dict of numpy arrays: dry (B, S, N), rir (B, S, 2, L), n_src (B,), labels (B, C), targets (B, 3),
+        """picks: the batch's clip indices (an epoch sampler's), else uniform draws. Returns a dict of numpy arrays:
+        dry (B, S, N), rir (B, S, 2, L), n_src (B,), labels (B, C), targets (B, 3),
         targets2 (B, 3; -1 without a second source), spatial (B,), positions (B, C, 4) and pos_mask (B, C):
         each present class's source position (position_of), 0 in the mask where two sources share a class."""
         n, C = int(self.sr * self.clip_seconds), len(self.classes)
@@ -163,7 +164,8 @@ class EpochSampler:
             f'weighted sampler: needs a weight per clip, and at least epoch_len={self.epoch_len} clips weighing > 0'
         assert self.epoch_len <= n_clips, f'epoch_len {self.epoch_len} > {n_clips} clips (epochs draw without replacement)'
         self.iters_per_epoch = self.epoch_len // samples_per_iter
-        assert self.iters_per_epoch >= 1, f'epoch_len {self.epoch_len} is less than one iteration ({samples_per_iter} samples)'
+        assert self.iters_per_epoch >= 1, \
+            f'epoch_len {self.epoch_len} is less than one iteration ({samples_per_iter} samples)'
         self.cached = (None, None)
 
     def order(self, epoch):

@@ -9,12 +9,13 @@
 # --stage_iters=[<5 epochs of steps>] --lr_decay_iters=200000.
 out_dir = 'out/paper_bat'
 train_file = 'data/SpatialAudio/SpatialSoundQA/closed-end/stage3-mixup/train.json'
-eval_file = 'data/SpatialAudio/SpatialSoundQA/closed-end/stage3-mixup/eval-stage3-direction.json,data/SpatialAudio/SpatialSoundQA/closed-end/stage3-mixup/eval-stage3-distance.json'
+eval_file = ('data/SpatialAudio/SpatialSoundQA/closed-end/stage3-mixup/eval-stage3-direction.json,'  # eval loss only
+             'data/SpatialAudio/SpatialSoundQA/closed-end/stage3-mixup/eval-stage3-distance.json')
 audio_root = 'data/SpatialAudio/SpatialSoundQA/AudioSet'               # audio_id + .wav under it
 reverb_root = 'data/SpatialAudio/SpatialSoundQA/mp3d_reverb/binaural'  # reverb_id under it
 encoder_ckpt = 'out/paper_encoder/ckpt.pt'  # config/paper_encoder.py's; the released encoder:
                                             # --encoder_ckpt=data/SpatialAudio/SpatialAST/finetuned.pth
-llm = 'models/Llama-2-7b-hf'   # a local HF-layout directory (meta-llama/Llama-2-7b-hf: config.json, safetensors, tokenizer.model)
+llm = 'models/Llama-2-7b-hf'   # local HF-layout dir of meta-llama/Llama-2-7b-hf (config.json, safetensors, tokenizer.model)
 clip_seconds = 10.0
 clip_pad = 'zero'
 lora_rank = 8

@@ -304,8 +304,9 @@ def test_eval_released_bat_on_official_files(release, tmp_path):
     """The issue's command: eval.py with the SLAM model.pt, finetuned.pth and a HF LLaMA dir on an official
     {"data": [...]} file (audio_id without .wav, reverb_id under mp3d_reverb/binaural, float64 IRs of 1.2-1.3 s)."""
     r = release / 'SpatialSoundQA'
-    out = run(['eval.py', f"--ckpt={release / 'BAT' / 'model.pt'}", f"--encoder_ckpt={release / 'SpatialAST' / 'finetuned.pth'}",
-               f"--llm={release / 'Llama-2-7b-hf'}", f"--eval_file={r / 'closed-end' / 'stage3-mixup' / 'eval-stage3-direction.json'}",
+    out = run(['eval.py', f"--ckpt={release / 'BAT' / 'model.pt'}",
+               f"--encoder_ckpt={release / 'SpatialAST' / 'finetuned.pth'}", f"--llm={release / 'Llama-2-7b-hf'}",
+               f"--eval_file={r / 'closed-end' / 'stage3-mixup' / 'eval-stage3-direction.json'}",
                f"--audio_root={r / 'AudioSet'}", f"--reverb_root={r / 'mp3d_reverb' / 'binaural'}", '--device=cpu',
                '--beams=1', '--max_new_tokens=6', f'--out_dir={tmp_path}', '--embedder=exact', '--plots=False'])
     assert 'greedy, up to 6 new tokens' in out
@@ -366,7 +367,8 @@ def test_tokenisation_as_released(release):
     from train_bat import joint_ids, tokenize
     hf_dir = release / 'Llama-2-7b-hf'
     tok, hf = llama.Tokenizer(hf_dir / 'tokenizer.model'), transformers.AutoTokenizer.from_pretrained(hf_dir)
-    recs = json.loads((release / 'SpatialSoundQA' / 'closed-end' / 'stage3-mixup' / 'eval-stage3-direction.json').read_text())['data']
+    qa = release / 'SpatialSoundQA' / 'closed-end' / 'stage3-mixup' / 'eval-stage3-direction.json'
+    recs = json.loads(qa.read_text())['data']
     prompts, answers = tokenize(recs, tok, 96, joint=True)
     separate = tokenize(recs, tok, 96, joint=False)
     for r, p, a in zip(recs, prompts, answers):
@@ -384,7 +386,8 @@ def test_sources_from_the_list_form_metadata(release, tmp_path):
     (mids outside it left out), the CSV's row order kept in classes.txt (and by train_encoder), weights per clip."""
     meta = release / 'SpatialSoundQA' / 'AudioSet' / 'metadata'
     run(['sources.py', '--collection=audioset', f"--path={meta / 'balanced.json'},{meta / 'eval.json'}",
-         f"--audio_root={release / 'SpatialSoundQA' / 'AudioSet'}", f"--class_list={meta / 'class_labels_indices_subset.csv'}",
+         f"--audio_root={release / 'SpatialSoundQA' / 'AudioSet'}",
+         f"--class_list={meta / 'class_labels_indices_subset.csv'}",
          f"--weight_csv={meta / 'weights' / 'balanced_weight.csv'}", f'--out_dir={tmp_path}', '--clip_seconds=1.5'])
     rows = [json.loads(line) for line in (tmp_path / 'sources.jsonl').read_text().splitlines()]
     names = [n for _, n in CLASS_ROWS]
@@ -438,3 +441,14 @@ def test_linear_schedule_is_the_released_one():
     from train_bat import get_lr
     lrs = [get_lr(it, 200000, 1e-4, 0.0, 20000, 'linear') for it in (0, 10000, 20000, 110000, 200000, 250000)]
     assert lrs == pytest.approx([0.0, 5e-5, 1e-4, 5e-5, 0.0, 0.0])
+
+
+def test_sample_released_bat(release):
+    """sample.py takes the same flags: model.pt + finetuned.pth + HF dir, a dry clip placed by a released IR."""
+    r = release / 'SpatialSoundQA'
+    out = run(['sample.py', f"--ckpt={release / 'BAT' / 'model.pt'}",
+               f"--encoder_ckpt={release / 'SpatialAST' / 'finetuned.pth'}",
+               f"--llm={release / 'Llama-2-7b-hf'}", f"--clip={r / 'AudioSet' / 'eval' / 'audio' / 'Yeval1.wav'}",
+               f"--rir={r / 'mp3d_reverb' / 'binaural' / 'q9vSo1VnCiC' / '1.npy'}", '--question=Where is the sound?',
+               '--beams=1', '--max_new_tokens=4', '--device=cpu'])
+    assert 'question: Where is the sound?' in out and 'answer:' in out
