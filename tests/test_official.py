@@ -452,3 +452,33 @@ def test_sample_released_bat(release):
                f"--rir={r / 'mp3d_reverb' / 'binaural' / 'q9vSo1VnCiC' / '1.npy'}", '--question=Where is the sound?',
                '--beams=1', '--max_new_tokens=4', '--device=cpu'])
     assert 'question: Where is the sound?' in out and 'answer:' in out
+
+
+def test_spec_augment_one_mask_per_batch_and_roll_mag_gain():
+    """SpecAugment as the official torchaudio call (iid_masks=False): one frequency band and one time span for the
+    whole batch, narrower than the widest; roll-mag: the clip times a gain in [0.5, 1.5] (its roll is by 0)."""
+    from spatial_ast import spec_augment
+    from train_encoder import ClipIRData
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        y = spec_augment(torch.ones(4, 1, 64, 32), freq_mask=12, time_mask=20, shared=True)
+        assert all(torch.equal(y[0], y[b]) for b in range(4))
+        cols, rows = (y[0, 0] == 0).all(0), (y[0, 0] == 0).all(1)
+        assert cols.sum() < 12 and rows.sum() < 20
+        seen.add((int(cols.sum()), int(rows.sum())))
+    assert len(seen) > 5  # widths are drawn
+    y = spec_augment(torch.ones(4, 1, 64, 32), freq_mask=12, time_mask=20, shared=False)
+    assert any(not torch.equal(y[0], y[b]) for b in range(1, 4))
+
+    class Cache:
+        def clip(self, path, sr, seconds):
+            return np.ones(8, np.float32)
+    data = ClipIRData([{'path': 'x', 'labels': ['Dog']}], [{'fname': 'r/0.npy'}], ['Dog'], Cache(), SR, 1.0, 0.1,
+                      roll_mag=True)
+    rng = np.random.default_rng(0)
+    gains = [data.clip(0, rng)[0] for _ in range(200)]
+    assert 0.5 < min(gains) and max(gains) < 1.5 and np.std(gains) > 0.05
+    clip = data.clip(0, rng)
+    assert np.all(clip == clip[0])  # a gain, not a shift
+    assert np.all(data.clip(0) == 1.0)  # evaluation: no augmentation
