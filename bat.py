@@ -1,20 +1,22 @@
 """
 The BAT model pieces shared by train_bat.py, eval.py and sample.py:
-- `QFormer`: a hand-written BLIP-2-style Q-Former (learned queries, self-attention, cross-attention to the
-  encoder tokens every 2nd layer, post-LayerNorm BERT layers) + Linear(hidden -> LLM dim) + LayerNorm, as the
-  released SLAM-LLM recipe (8 layers, 64 queries, hidden 768, 12 heads, FFN 3072 -> 64 audio tokens);
+- `QFormer`: a hand-written BLIP-2 Q-Former (learned queries, self-attention, cross-attention to the encoder
+  tokens every 2nd layer, post-LayerNorm BERT layers; the same function as transformers' Blip2QFormerModel, tested)
+  + Linear(hidden -> LLM dim) + LayerNorm, as the released SLAM-LLM recipe (8 layers, 64 queries, hidden 768,
+  12 heads, FFN 3072 -> 64 audio tokens);
 - `PoolProjector`: the plain linear / MLP projector for ablation (encoder tokens pooled to n_query tokens);
 - the prompt template, and `collate` which lays out a batch as
   [left pads][audio prefix][BOS + prompt][answer + EOS][right pads] with targets only on answer + EOS;
 - `BAT`: projector + LLM, turning encoder tokens into the audio prefix; loss and (greedy or beam) answering;
 - `encoder_tokens`: the frozen encoder's token sequence per QA item, computed once in batches and cached on disk;
-- `load_bat`: rebuild a trained model from a train_bat.py checkpoint.
+- `load_bat`: rebuild a trained model from a train_bat.py checkpoint, or from the released SLAM-LLM BAT `model.pt`
+  (Q-Former under Blip2QFormerModel names + peft LoRA names, see `load_slam`) on a Spatial-AST and a LLaMA-2 dir.
 Nothing runs on import.
 """
 import hashlib
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, asdict, fields
 
 import torch
 import torch.nn as nn
@@ -94,7 +96,7 @@ class QFormer(nn.Module):
         super().__init__()
         self.args = a
         self.query_tokens = nn.Parameter(torch.randn(1, a.n_query, a.dim))  # N(0, 1) as the released recipe
-        self.audio_norm = nn.LayerNorm(a.encoder_dim)  # BLIP-2's ln_vision: Spatial-AST tokens come un-normalised
+        # no norm on the encoder tokens: the released Q-Former (transformers' Blip2QFormerModel) reads them as they are
         self.query_norm = nn.LayerNorm(a.dim, eps=a.eps)
         self.drop = nn.Dropout(a.dropout)
         self.layers = nn.ModuleList(QFormerLayer(a, cross=(i % a.cross_every == 0)) for i in range(a.n_layers))
@@ -103,7 +105,6 @@ class QFormer(nn.Module):
 
     def forward(self, audio):
         q = self.drop(self.query_norm(self.query_tokens.expand(audio.shape[0], -1, -1)))  # (B, n_query, dim)
-        audio = self.audio_norm(audio)
         for layer in self.layers:
             q = layer(q, audio)
         return self.proj_norm(self.proj(q))  # (B, n_query, llm_dim)
@@ -245,22 +246,24 @@ def encode_waveforms(encoder, wav):
 
 
 def encoder_tokens(records, encoder, encoder_ckpt, audio_root, reverb_root, cache_dir, device,
-                   clip_seconds=10.0, batch_size=16, sample_rate=32000, log=print):
+                   clip_seconds=10.0, batch_size=16, sample_rate=32000, log=print, pad='loop'):
     """Returns (tokens (U, S, dim) float16 on CPU, index (len(records),) long into it). U = distinct audio pairs.
-    Cached in cache_dir under a key made of the encoder checkpoint stamp, the clip length and the audio pairs."""
+    Cached in cache_dir under a key made of the encoder checkpoint stamp, the clip length and the audio pairs.
+    pad: how a clip shorter than clip_seconds is lengthened, 'loop' | 'zero' (the released loader: zeros)."""
     from features import AudioCache, qa_waveforms
     from common import Progress
     keys = sorted({audio_key(r) for r in records}, key=str)
     where = {k: i for i, k in enumerate(keys)}
     index = torch.tensor([where[audio_key(r)] for r in records], dtype=torch.long)
-    h = hashlib.sha1(json.dumps([file_stamp(encoder_ckpt), clip_seconds, sample_rate, keys]).encode()).hexdigest()[:16]
+    h = hashlib.sha1(json.dumps([file_stamp(encoder_ckpt), clip_seconds, sample_rate, keys]
+                                + ([pad] if pad != 'loop' else [])).encode()).hexdigest()[:16]
     path = os.path.join(cache_dir, f'enc_{h}.pt')
     if os.path.exists(path):
         log(f"encoder tokens: cache hit {path}")
         return torch.load(path, map_location='cpu'), index
     uniq = [{'audio_id': k[0], 'reverb_id': k[1], 'audio_id2': k[2], 'reverb_id2': k[3]} for k in keys]
     encoder.eval()
-    cache, out = AudioCache(), []
+    cache, out = AudioCache(pad), []
     prog = Progress(len(uniq), name='encoder tokens', unit='clips')
     for i in range(0, len(uniq), batch_size):
         chunk = uniq[i:i + batch_size]
@@ -289,16 +292,29 @@ def build_llm(llm_args, device):
     return llama.Transformer(dataclass_from(llama.ModelArgs, llm_args)).to(device)
 
 
-def load_bat(ckpt_path, device='cpu'):
-    """A train_bat.py checkpoint -> (bat, encoder, tokenizer, ckpt). The base weights it names are loaded from
-    their paths (the encoder checkpoint; the LLaMA directory unless llm='scratch', whose weights the ckpt carries)."""
+def read_checkpoint(path):
+    """torch.load with weights_only=True; argparse.Namespace allowed (the official finetuned.pth keeps its args)."""
+    import argparse
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def load_bat(ckpt_path, device='cpu', encoder_ckpt='', llm='', lora_alpha=32.0):
+    """A train_bat.py checkpoint, or the released SLAM-LLM BAT model.pt (recognised by its keys) ->
+    (bat, encoder, tokenizer, ckpt). encoder_ckpt / llm replace the base weights the checkpoint names (a SLAM model.pt
+    names none: both are required, e.g. SpatialAST/finetuned.pth and a Llama-2-7b-hf dir). lora_alpha: SLAM only
+    (model.pt does not store it; the released recipe used 32)."""
     import llama
     import spatial_ast
     if not os.path.exists(ckpt_path):
         raise SystemExit(f"no BAT checkpoint at {ckpt_path} (train one with train_bat.py, or pass --ckpt=...)")
-    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False)
-    base = ckpt['base']
-    tok_path = base['tokenizer']
+    ckpt = read_checkpoint(ckpt_path)
+    if is_slam_checkpoint(ckpt):
+        return load_slam(ckpt, ckpt_path, encoder_ckpt, llm, device, lora_alpha)
+    base = dict(ckpt['base'])
+    base['encoder'], base['llm'] = encoder_ckpt or base['encoder'], llm or base['llm']
+    ckpt['base'] = base
+    tok_path = base['tokenizer'] if not llm else os.path.join(llm, 'tokenizer.model')
     if not os.path.exists(tok_path):  # the run folder moved: look beside the checkpoint
         tok_path = os.path.join(os.path.dirname(ckpt_path), os.path.basename(tok_path))
     tokenizer = llama.Tokenizer(tok_path)
@@ -324,3 +340,104 @@ def load_bat(ckpt_path, device='cpu'):
         f"{ckpt_path}: projector weights missing"
     bat.eval()
     return bat, encoder, tokenizer, ckpt
+
+
+# -----------------------------------------------------------------------------
+# the released SLAM-LLM BAT checkpoint (model.pt): the trainable parameters of its model, flat, under
+# encoder_projector.{query, qformer.<Blip2QFormerModel names>, linear, norm} and llm.<peft names of the LoRA tensors>
+
+SLAM_PREFIX = 'encoder_projector.'
+SLAM_LAYER = {'attention.attention.query': 'self_attn.query', 'attention.attention.key': 'self_attn.key',
+              'attention.attention.value': 'self_attn.value', 'attention.output.dense': 'self_attn.out',
+              'attention.output.LayerNorm': 'self_norm',
+              'crossattention.attention.query': 'cross_attn.query', 'crossattention.attention.key': 'cross_attn.key',
+              'crossattention.attention.value': 'cross_attn.value', 'crossattention.output.dense': 'cross_attn.out',
+              'crossattention.output.LayerNorm': 'cross_norm',
+              'intermediate_query.dense': 'ffn.0', 'output_query.dense': 'ffn.2', 'output_query.LayerNorm': 'ffn_norm'}
+SLAM_TOP = {'query': 'query_tokens', 'qformer.layernorm.weight': 'query_norm.weight',
+            'qformer.layernorm.bias': 'query_norm.bias', 'linear.weight': 'proj.weight', 'linear.bias': 'proj.bias',
+            'norm.weight': 'proj_norm.weight', 'norm.bias': 'proj_norm.bias'}
+
+
+def is_slam_checkpoint(sd):
+    return isinstance(sd, dict) and any(isinstance(k, str) and k.startswith(SLAM_PREFIX) for k in sd)
+
+
+def slam_projector_key(k):
+    """'qformer.encoder.layer.3.crossattention.attention.key.weight' (after encoder_projector.) -> our QFormer key
+    'layers.3.cross_attn.key.weight'; '' for the text-path FFN of some transformers versions (intermediate.*,
+    output.*: unused without text tokens); None if unknown."""
+    if k in SLAM_TOP:
+        return SLAM_TOP[k]
+    parts = k.split('.')
+    if parts[:3] != ['qformer', 'encoder', 'layer'] or len(parts) < 6:
+        return None
+    i, name, leaf = parts[3], '.'.join(parts[4:-1]), parts[-1]
+    if name in SLAM_LAYER:
+        return f'layers.{i}.{SLAM_LAYER[name]}.{leaf}'
+    return '' if name in ('intermediate.dense', 'output.dense', 'output.LayerNorm') else None
+
+
+def slam_projector_state(sd, where='model.pt'):
+    """The Q-Former part of a SLAM state dict (keys with or without encoder_projector.) -> our QFormer state dict."""
+    out, unknown = {}, []
+    for k, v in sd.items():
+        k = k[len(SLAM_PREFIX):] if k.startswith(SLAM_PREFIX) else k
+        ours = slam_projector_key(k)
+        if ours is None:
+            unknown.append(k)
+        elif ours:
+            out[ours] = v
+    if unknown:
+        raise KeyError(f'{where}: keys that are not a BLIP-2 Q-Former projector: {unknown[:8]}')
+    return out
+
+
+def slam_qformer_args(state, n_heads=0):
+    """QFormerArgs from the shapes of a slam_projector_state(). The head count is not in the shapes: hidden // 64
+    (BERT / BLIP-2 heads are 64 wide: 12 at the released 768) unless n_heads is given."""
+    n_layers = 1 + max(int(k.split('.')[1]) for k in state if k.startswith('layers.'))
+    cross = sorted({int(k.split('.')[1]) for k in state if '.cross_attn.' in k})
+    _, n_query, dim = state['query_tokens'].shape
+    every = cross[1] - cross[0] if len(cross) > 1 else n_layers
+    assert cross and cross == list(range(0, n_layers, every)), f'cross-attention in layers {cross}: not every k-th'
+    return QFormerArgs(n_layers=n_layers, n_query=n_query, dim=dim, n_heads=n_heads or max(1, dim // 64),
+                       ffn_dim=state['layers.0.ffn.0.weight'].shape[0], cross_every=every,
+                       encoder_dim=state[f'layers.{cross[0]}.cross_attn.key.weight'].shape[1],
+                       llm_dim=state['proj.weight'].shape[0])
+
+
+def load_slam(sd, ckpt_path, encoder_ckpt, llm, device='cpu', lora_alpha=32.0, lora_dropout=0.05):
+    """The released BAT (SLAM-LLM model.pt state dict sd) on a Spatial-AST (finetuned.pth or ours) and a LLaMA-2 HF
+    dir -> (bat, encoder, tokenizer, ckpt) where ckpt is a train_bat.py-like dict (config: 10 s clips, zero padding,
+    as SLAM's loader)."""
+    import llama
+    import spatial_ast
+    if not encoder_ckpt or not llm:
+        raise SystemExit(f'{ckpt_path} is a SLAM-LLM BAT checkpoint: it holds only the projector and LoRA; give '
+                         f'--encoder_ckpt=<SpatialAST/finetuned.pth> and --llm=<Llama-2-7b-hf dir>')
+    proj_sd = {k: v for k, v in sd.items() if k.startswith(SLAM_PREFIX)}
+    lora_sd = {k: v for k, v in sd.items() if not k.startswith(SLAM_PREFIX)}
+    state = slam_projector_state(proj_sd, ckpt_path)
+    qargs = slam_qformer_args(state)
+    encoder, enc_ckpt = spatial_ast.load_checkpoint(encoder_ckpt, device)
+    assert encoder.args.dim == qargs.encoder_dim, \
+        f'{ckpt_path}: the Q-Former reads {qargs.encoder_dim}-wide tokens, {encoder_ckpt} gives {encoder.args.dim}'
+    lm = llama.load(llm, device='cpu')
+    assert lm.args.dim == qargs.llm_dim, f'{ckpt_path}: projector out {qargs.llm_dim}, {llm} is {lm.args.dim} wide'
+    rank, targets = llama.peft_lora_shape(lora_sd, ckpt_path)
+    if rank:
+        llama.apply_lora(lm, rank=rank, alpha=lora_alpha, dropout=lora_dropout, targets=targets)
+        llama.load_peft_lora(lm, lora_sd, ckpt_path)
+    projector = QFormer(qargs)
+    missing, unexpected = projector.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise KeyError(f'{ckpt_path}: projector missing {missing[:8]}, unexpected {unexpected[:8]}')
+    bat = BAT(projector, lm).to(device).eval()
+    tokenizer = llama.Tokenizer(os.path.join(llm, 'tokenizer.model'))
+    ckpt = {'config': {'clip_seconds': 10.0, 'clip_pad': 'zero', 'encode_batch_size': 16, 'lora_rank': rank,
+                       'lora_alpha': lora_alpha, 'llm': llm},
+            'base': {'encoder': encoder_ckpt, 'llm': llm, 'tokenizer': os.path.join(llm, 'tokenizer.model')},
+            'model_args': {'projector': asdict(qargs), 'llm': asdict(lm.args)}, 'classes': enc_ckpt.get('classes'),
+            'qa_dir': '', 'audio_root': '', 'reverb_root': '', 'slam': True}
+    return bat, encoder.eval(), tokenizer, ckpt

@@ -130,14 +130,21 @@ def mean_ap(scores, labels):
     return float(np.mean(aps)) if aps else None
 
 
-def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
-    """Linear warmup over warmup_iters, then half-cycle cosine down to min_lr at lr_decay_iters, min_lr after."""
+def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters, schedule='cosine'):
+    """'cosine': linear warmup over warmup_iters, then half-cycle cosine down to min_lr at lr_decay_iters, min_lr after.
+    'linear': the released BAT recipe's LambdaLR, learning_rate * it / warmup_iters, then a straight line to 0 at
+    lr_decay_iters (0 after it)."""
+    if schedule == 'linear':
+        if it < warmup_iters:
+            return learning_rate * it / warmup_iters
+        return learning_rate * max(0.0, 1 - (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters))
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
     if it >= lr_decay_iters:
         return min_lr
     ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
 
 # -----------------------------------------------------------------------------
 # record files

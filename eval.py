@@ -13,7 +13,12 @@ Unparseable answers count as wrong and are counted. A Random answerer is scored 
 Writes <out_dir>/predictions.jsonl, metrics.json, table.md, summary.md and plots (PNG, if matplotlib is present).
 
     python eval.py config/demo_eval.py                                      # CPU demo (after train_bat.py)
-    python eval.py --ckpt=out/bat/ckpt.pt --eval_file=data/eval-stage3-direction.json --beams=4 --device=cuda
+    python eval.py --ckpt=out/bat/ckpt.pt --eval_file=data/eval-stage3-direction.json --device=cuda
+The released BAT (SLAM-LLM model.pt: projector + LoRA only) on the released encoder and LLaMA-2, official files:
+    python eval.py --ckpt=BAT/model.pt --encoder_ckpt=SpatialAST/finetuned.pth --llm=Llama-2-7b-hf \
+        --eval_file=closed-end/stage3-mixup/eval-stage3-direction.json --audio_root=SpatialSoundQA/AudioSet \
+        --reverb_root=SpatialSoundQA/mp3d_reverb/binaural --class_list=<metadata/class_labels_indices_subset.csv>
+A LLaMA-2 checkpoint decodes as released (beam 4, up to 200 new tokens); the tiny scratch LLM greedily, batched.
 """
 import math
 import os
@@ -266,14 +271,21 @@ def save_plots(items, out_dir):
 
 # -----------------------------------------------------------------------------
 # config
-ckpt = 'out/bat/ckpt.pt'       # train_bat.py checkpoint
+ckpt = 'out/bat/ckpt.pt'       # train_bat.py checkpoint, or the released SLAM-LLM BAT model.pt
+encoder_ckpt = ''              # '' = the one the checkpoint names; else ours or the official finetuned.pth
+                               # (model.pt: required)
+llm = ''                       # '' = the one the checkpoint names; else a LLaMA-2 HF dir (model.pt: required)
+lora_alpha = 32.0              # model.pt only (it does not store alpha): the released recipe's 32
+class_list = ''                # '' = the checkpoint's classes, else the A/C answers' labels; or a class CSV / list
+                               # (class_labels_indices_subset.csv: the paper's 355 classes) to score A|C mAP over
 eval_file = ''                 # '' = <the ckpt's qa_dir>/eval.jsonl; or comma-separated official eval-*.json files
-audio_root = ''                # '' = as the checkpoint was trained
-reverb_root = ''               # '' = as the checkpoint was trained
+audio_root = ''                # '' = as the checkpoint was trained (model.pt: required, the AudioSet folder)
+reverb_root = ''               # '' = as the checkpoint was trained (model.pt: required, mp3d_reverb/binaural)
 out_dir = 'out/eval'           # predictions.jsonl, metrics.json, table.md, summary.md, *.png
 batch_size = 32                # items per generation batch
-max_new_tokens = 32            # answer length cap (tokens)
-beams = 1                      # 1 = greedy (KV cache, batched) | 4 = beam search as the released recipe (slow)
+max_new_tokens = 0             # answer length cap (tokens); 0 = 200 for a LLaMA-2 checkpoint (released), 32 for scratch
+beams = 0                      # 1 = greedy (KV cache, batched) | 4 = beam search as the released recipe (slow);
+                               # 0 = 4 for a LLaMA-2 checkpoint, 1 for the scratch LLM
 max_items = 0                  # 0 = all eval items; else the first N
 embedder = 'minilm'            # 'minilm' (all-MiniLM-L6-v2 text embeddings, the paper's way) | 'exact' (1/0 scores)
 plots = True                   # direction confusion + distance scatter PNGs (needs matplotlib)
@@ -292,8 +304,14 @@ if __name__ == '__main__':
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()
-    model, encoder, tok, ck = load_bat(ckpt, device)
+    model, encoder, tok, ck = load_bat(ckpt, device, encoder_ckpt, llm, lora_alpha)
     cfg = ck['config']
+    pretrained = ck['base']['llm'] != 'scratch'  # a LLaMA-2: decode as the released recipe
+    beams = beams or (4 if pretrained else 1)
+    max_new_tokens = max_new_tokens or (200 if pretrained else 32)
+    if ck.get('slam') and not (eval_file and audio_root and reverb_root):
+        raise SystemExit(f'eval: {ckpt} is a SLAM-LLM checkpoint (no data paths in it): give --eval_file=, '
+                         f'--audio_root= (AudioSet folder) and --reverb_root= (mp3d_reverb/binaural)')
     files = eval_file.split(',') if eval_file else [os.path.join(ck['qa_dir'], 'eval.jsonl')]
     audio_root, reverb_root = audio_root or ck['audio_root'], reverb_root or ck['reverb_root']
     records = []
@@ -306,14 +324,19 @@ if __name__ == '__main__':
     if unknown:
         print(f"eval: {sum(r['question_type'] in unknown for r in records)} items of unknown types {unknown} skipped")
         records = [r for r in records if r['question_type'] in TYPE_LETTER]
-    classes = ck.get('classes') or sorted({lab for r in records if TYPE_LETTER[r['question_type']] in 'AC'
-                                           for lab in str(r['answer']).split('; ')})
-    print(f"eval: {len(records)} items from {files}; {len(classes)} classes; {device}")
+    if class_list:
+        from sources import read_class_list
+        classes = read_class_list(class_list)
+    else:
+        classes = ck.get('classes') or sorted({lab for r in records if TYPE_LETTER[r['question_type']] in 'AC'
+                                               for lab in str(r['answer']).split('; ')})
+    print(f"eval: {len(records)} items from {files}; {len(classes)} classes; {device}; "
+          + (f'beam {beams}' if beams > 1 else 'greedy') + f', up to {max_new_tokens} new tokens')
 
     # encoder tokens (the training run's cache is reused when it saw the same items)
-    cache_dir = os.path.join(os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
+    cache_dir = os.path.join(out_dir if ck.get('slam') else os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
     tokens, index = encoder_tokens(records, encoder, ck['base']['encoder'], audio_root, reverb_root, cache_dir, device,
-                                   cfg['clip_seconds'], cfg.get('encode_batch_size', 16))
+                                   cfg['clip_seconds'], cfg.get('encode_batch_size', 16), pad=cfg.get('clip_pad', 'loop'))
     t_gen = time.time()
     preds = []
     for i in range(0, len(records), batch_size):

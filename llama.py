@@ -395,6 +395,43 @@ def load_lora(model, state):
     return model
 
 
+# peft's names of a LoRA on a Hugging Face LLaMA, as SLAM-LLM saves it (llm. + PeftModel state dict), e.g.
+# llm.base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight  (r, in)   -> layers.0.attention.wq.lora_a
+PEFT_LORA = re.compile(r'(?:llm\.)?base_model\.model\.model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.\w+_proj)'
+                       r'\.lora_([AB])\.(\w+)\.weight')
+
+
+def peft_lora_shape(state, where='checkpoint'):
+    """(rank, our target names) of the peft LoRA tensors in state (rank 0 if there are none); any other key is an
+    error naming it."""
+    bad = [k for k in state if not PEFT_LORA.fullmatch(k)]
+    if bad:
+        raise CheckpointError(f'{where}: keys that are neither projector nor peft LoRA weights: {bad[:8]}')
+    names = sorted({HF_LAYER[PEFT_LORA.fullmatch(k).group(2)].split('.')[-1] for k in state})
+    ranks = {v.shape[0] for k, v in state.items() if PEFT_LORA.fullmatch(k).group(3) == 'A'}
+    if len(ranks) > 1:
+        raise CheckpointError(f'{where}: LoRA ranks differ between layers: {sorted(ranks)}')
+    return (ranks.pop() if ranks else 0), tuple(names)
+
+
+def load_peft_lora(model, state, where='checkpoint'):
+    """Copy peft LoRA tensors (Hugging Face names) into a model that went through apply_lora with the same targets
+    and rank. lora_B of q_proj / k_proj gets the same row un-permutation as the base weights (load_hf), so that
+    B A stays the update of our (Meta-order) wq / wk."""
+    ours = {}
+    for k, v in state.items():
+        m = PEFT_LORA.fullmatch(k)
+        if not m:
+            raise CheckpointError(f'{where}: {k} is not a peft LoRA weight')
+        layer, hf_name, ab = m.group(1), m.group(2), m.group(3)
+        name = HF_LAYER[hf_name]
+        if ab == 'B' and name.endswith(('wq', 'wk')):
+            a = model.args
+            v = unpermute_qk(v, a.n_heads if name.endswith('wq') else (a.n_kv_heads or a.n_heads))
+        ours[f'layers.{layer}.{name}.lora_{ab.lower()}'] = v
+    return load_lora(model, ours)
+
+
 @torch.no_grad()
 def merge_lora(model):
     """Fold every LoRA update into its base weight and put plain nn.Linear back (inference: no extra matmuls)."""

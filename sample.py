@@ -4,6 +4,8 @@ Ask a trained BAT a question about one binaural recording (or a dry clip placed 
     python sample.py --wav=x.wav --question="Where is the sound coming from?"
     python sample.py --clip=dry.wav --rir=out/demo/rirs/binaural/<room>/0.npy --question="What sound is this?"
     python sample.py --ckpt=out/bat/ckpt.pt --wav=x.wav --question="..." --beams=4 --device=cuda
+    python sample.py --ckpt=BAT/model.pt --encoder_ckpt=SpatialAST/finetuned.pth --llm=Llama-2-7b-hf \
+        --clip=dry.wav --rir=mp3d_reverb/binaural/<scene>/<k>.npy --question="..."   (the released BAT)
 
 The WAV must have two channels (left, right). Another sample rate is resampled to 32 kHz (with a note); the clip is
 looped/cropped to the length the model was trained on.
@@ -35,23 +37,27 @@ def read_binaural(path, clip_seconds, sample_rate=SAMPLE_RATE, log=print):
     return np.ascontiguousarray(np.tile(x, (reps, 1))[:n].T)  # (2, N)
 
 
-def place_clip(clip, rir, clip_seconds, device):
-    """A dry clip + a (2, L) IR -> (1, 2, N) binaural waveform, as the QA data are made."""
+def place_clip(clip, rir, clip_seconds, device, pad='loop'):
+    """A dry clip + a (2, L) IR -> (1, 2, N) binaural waveform, as the QA data are made (pad: 'loop' | 'zero')."""
     import torch
     from features import load_clip, load_rir, convolve_mix
-    dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds)).to(device)
+    dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds, pad)).to(device)
     ir = torch.from_numpy(load_rir(rir)).to(device)
     return convolve_mix(dry[None, None], ir[None, None], torch.ones(1, dtype=torch.long, device=device))
 
 # -----------------------------------------------------------------------------
 # config
-ckpt = 'out/demo/bat/ckpt.pt'  # train_bat.py checkpoint
+ckpt = 'out/demo/bat/ckpt.pt'  # train_bat.py checkpoint, or the released SLAM-LLM BAT model.pt
+encoder_ckpt = ''              # '' = the one the checkpoint names; else ours or the official finetuned.pth
+                               # (model.pt: required)
+llm = ''                       # '' = the one the checkpoint names; else a LLaMA-2 HF dir (model.pt: required)
+lora_alpha = 32.0              # model.pt only (it does not store alpha): the released recipe's 32
 wav = ''                       # a binaural (2-channel) audio file
 clip = ''                      # ... or a dry mono clip
 rir = ''                       # ... with a (2, L) .npy impulse response
 question = ''                  # the question to ask
-max_new_tokens = 32
-beams = 1                      # 1 = greedy | 4 = beam search (released recipe)
+max_new_tokens = 0             # 0 = 200 for a LLaMA-2 checkpoint (released), 32 for the scratch LLM
+beams = 0                      # 1 = greedy | 4 = beam search (released recipe) | 0 = 4 for LLaMA-2, 1 for scratch
 out_dir = ''                   # '' = print only; else also write <out_dir>/answer.json
 device = 'auto'                # 'auto' | 'cpu' | 'cuda'
 seed = 1337
@@ -69,12 +75,14 @@ if __name__ == '__main__':
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     torch.manual_seed(seed)
-    model, encoder, tok, ck = load_bat(ckpt, device)
+    model, encoder, tok, ck = load_bat(ckpt, device, encoder_ckpt, llm, lora_alpha)
+    pretrained = ck['base']['llm'] != 'scratch'
+    beams, max_new_tokens = beams or (4 if pretrained else 1), max_new_tokens or (200 if pretrained else 32)
     clip_seconds = ck['config']['clip_seconds']
     if wav:
         x = torch.from_numpy(read_binaural(wav, clip_seconds))[None].to(device)  # (1, 2, N)
     else:
-        x = place_clip(clip, rir, clip_seconds, device)
+        x = place_clip(clip, rir, clip_seconds, device, ck['config'].get('clip_pad', 'loop'))
     audio = encode_waveforms(encoder, x).float()
     ids = model.answer(audio, [tok.encode(format_prompt(question), bos=True, eos=False)], tok.pad_id, tok.eos_id,
                        max_new_tokens, beams)[0]

@@ -6,8 +6,12 @@ non-finite files are skipped with a warning and counted, never trained on.
 
 Collections (--collection=):
 - synth     the embedded default: a synthesised bank of 25 AudioSet classes, written as 32 kHz FLAC (no download)
-- audioset  AudioSet metadata JSON(s) {"data": [{"wav", "labels": "/m/..,/m/.."}]} (comma-separated paths) with
-            class_labels_indices.csv beside them (or --class_csv=); a file whose name contains 'eval' is the eval split
+- audioset  AudioSet metadata JSON(s), comma-separated; a file whose name contains 'eval' is the eval split. Either
+            Spatial-AST's form, a plain list of {"folder", "id", "label": [mids]} (clip = <audio_root>/<folder>/<id>.wav,
+            mids named through --class_list's CSV), or the AST/AudioMAE form {"data": [{"wav", "labels": "/m/..,/m/.."}]}
+            (names from class_labels_indices.csv beside it, or --class_csv=). --weight_csv= (Spatial-AST's
+            metadata/weights/*_weight.csv, one weight a line in the first JSON's order) gives each clip its sampling
+            weight (train_encoder.py sampler='weighted').
 - esc50     the ESC-50 root (meta/esc50.csv + audio/); categories mapped to AudioSet names; fold 5 is eval
 - folder    a folder per class (folder name = display name, '_' read as ' ')
 - manifest  a CSV with columns path,labels (labels ';'-separated), paths relative to the CSV
@@ -18,7 +22,9 @@ Run (CPU only; no GPU involved):
     python sources.py --collection=synth --out_dir=out/sources --clips_train=200 --clips_eval=40
     python sources.py --collection=manifest --path=my_clips/manifest.csv --out_dir=out/clips
     python sources.py --collection=audioset --path=/data/AudioSet/metadata/balanced.json,/data/AudioSet/metadata/eval.json \
-        --class_list=/data/AudioSet/metadata/class_labels_indices_subset.csv --out_dir=out/audioset
+        --audio_root=/data/AudioSet --class_list=/data/AudioSet/metadata/class_labels_indices_subset.csv --out_dir=out/audioset
+With a class list, its order (row order of the CSV = class index, as the official head) is written to
+<out_dir>/classes.txt, which train_encoder.py takes as the order of its class head.
 """
 import csv
 import os
@@ -327,21 +333,61 @@ def _csv_rows(path):
         return list(csv.DictReader(f))
 
 
-def read_audioset(paths, class_csv=''):
-    """AudioSet metadata JSON(s); labels are machine ids mapped through class_labels_indices.csv."""
+def read_audioset(paths, class_csv='', audio_root='', class_list='', weight_csv=''):
+    """AudioSet metadata JSON(s) in either form (see the top of the file); labels are machine ids named through a class
+    CSV. Returns rows; with weight_csv each row of the first JSON carries its 'weight'."""
     rows = []
-    for path in paths:
-        csv_path = class_csv or os.path.join(os.path.dirname(path), 'class_labels_indices.csv')
-        names = {r['mid']: r['display_name'] for r in _csv_rows(csv_path)}
+    for n, path in enumerate(paths):
+        records = common.read_records(path)
         split = 'eval' if 'eval' in os.path.basename(path) else 'train'
-        for i, r in enumerate(common.read_records(path), 1):
-            common.require(r, ('wav', 'labels'), f'{path}:{i}')
-            mids = [m for m in r['labels'].split(',') if m]
-            unknown = [m for m in mids if m not in names]
-            if unknown:
-                raise KeyError(f'{path}:{i}: label id(s) {unknown} not in {csv_path}')
-            rows.append({'path': os.path.join(os.path.dirname(os.path.abspath(path)), r['wav']),
-                         'labels': [names[m] for m in mids], 'split': split})
+        if records and all(isinstance(r, dict) and {'folder', 'id', 'label'} <= set(r) for r in records[:10]):
+            got = read_audioset_list(path, records, audio_root, class_list or class_csv, split)
+        else:
+            got = read_audioset_ast(path, records, class_csv, split)
+        if n == 0 and weight_csv:
+            weights = np.loadtxt(weight_csv, delimiter=',', ndmin=1)
+            if len(weights) != len(got):
+                raise ValueError(f'{weight_csv}: {len(weights)} weights, but {path} has {len(got)} clips '
+                                 f'(expected one weight a line, in the JSON\'s order)')
+            got = [{**r, 'weight': float(w)} for r, w in zip(got, weights)]
+        rows += got
+    return rows
+
+
+def mid_names(csv_path, where):
+    if not csv_path or not os.path.isfile(csv_path):
+        raise FileNotFoundError(f'{where}: labels are AudioSet machine ids: give --class_list= (or --class_csv=), a '
+                                f'CSV with mid and display_name columns such as class_labels_indices_subset.csv')
+    return {r['mid']: r['display_name'] for r in _csv_rows(csv_path)}
+
+
+def read_audioset_list(path, records, audio_root, csv_path, split):
+    """Spatial-AST's list form: clip = <audio_root>/<folder>/<id>.wav ('' = the folder above the metadata folder);
+    machine ids outside the CSV are left out (the clip's other labels stay)."""
+    names = mid_names(csv_path, path)
+    root = audio_root or os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    rows = []
+    for i, r in enumerate(records, 1):
+        if not isinstance(r.get('label'), list):
+            raise ValueError(f"{path}: record {i}: 'label' must be a list of machine ids, got {r.get('label')!r}")
+        rows.append({'path': os.path.join(root, r['folder'], r['id'] + '.wav'),
+                     'labels': [names[m] for m in r['label'] if m in names], 'split': split})
+    return rows
+
+
+def read_audioset_ast(path, records, class_csv, split):
+    """The AST/AudioMAE form {"data": [{"wav", "labels": "/m/..,/m/.."}]}; wav paths relative to the JSON's folder."""
+    csv_path = class_csv or os.path.join(os.path.dirname(path), 'class_labels_indices.csv')
+    names = mid_names(csv_path, path)
+    rows = []
+    for i, r in enumerate(records, 1):
+        common.require(r, ('wav', 'labels'), f'{path}:{i}')
+        mids = [m for m in r['labels'].split(',') if m]
+        unknown = [m for m in mids if m not in names]
+        if unknown:
+            raise KeyError(f'{path}:{i}: label id(s) {unknown} not in {csv_path}')
+        rows.append({'path': os.path.join(os.path.dirname(os.path.abspath(path)), r['wav']),
+                     'labels': [names[m] for m in mids], 'split': split})
     return rows
 
 
@@ -410,14 +456,15 @@ def check_clips(rows, clip_seconds):
     return good, bad
 
 
-def write_sources(out_dir, rows, bad, dropped, seconds, collection):
-    """sources.jsonl (paths relative to out_dir when inside it) + summary.md."""
+def write_sources(out_dir, rows, bad, dropped, seconds, collection, classes=None):
+    """sources.jsonl (paths relative to out_dir when inside it) + summary.md [+ classes.txt: the class order]."""
     out_dir = os.path.abspath(out_dir)
     def rel(p):
         r = os.path.relpath(p, out_dir)
         return p if r.startswith('..') else r
     common.write_jsonl(os.path.join(out_dir, 'sources.jsonl'),
-                       [{'path': rel(r['path']), 'labels': r['labels'], 'split': r['split']} for r in rows])
+                       [{'path': rel(r['path']), 'labels': r['labels'], 'split': r['split'],
+                         **({'weight': r['weight']} if 'weight' in r else {})} for r in rows])
     counts = {}
     for r in rows:
         for lab in r['labels']:
@@ -428,6 +475,12 @@ def write_sources(out_dir, rows, bad, dropped, seconds, collection):
              f'{len(bad)} bad clips skipped, {dropped} clips without a kept label dropped, {seconds:.1f} s', '',
              '| label | train | eval |', '|---|---|---|']
     lines += [f"| {k} | {v['train']} | {v['eval']} |" for k, v in sorted(counts.items())]
+    if classes:
+        common.write_text(os.path.join(out_dir, 'classes.txt'), ''.join(c + '\n' for c in classes))
+        lines += ['', f'## class order ({len(classes)} classes, classes.txt: line k = class index k of the head)', '']
+        lines += [f'{k}. {c}' for k, c in enumerate(classes)]
+    if any('weight' in r for r in rows):
+        lines += ['', f"sampling weights: {sum('weight' in r for r in rows)} clips carry one (sampler='weighted')"]
     if bad:
         lines += ['', '## skipped bad clips', ''] + [f'- `{p}`: {why}' for p, why in bad]
     common.write_text(os.path.join(out_dir, 'summary.md'), '\n'.join(lines) + '\n')
@@ -437,8 +490,11 @@ def write_sources(out_dir, rows, bad, dropped, seconds, collection):
 collection = 'synth'   # synth | audioset | esc50 | folder | manifest
 path = ''              # collection location: metadata JSON(s) (comma-separated) | ESC-50 root | folder | manifest CSV
 out_dir = 'out/sources'  # writes <out_dir>/sources.jsonl, summary.md (and the synth clips)
-class_csv = ''         # audioset: class_labels_indices.csv ('' = beside the JSON)
-class_list = ''        # optional file restricting the labels ('' = keep all)
+class_csv = ''         # audioset AST form: class_labels_indices.csv ('' = beside the JSON)
+class_list = ''        # a class CSV (class_labels_indices_subset.csv) or one name a line: keeps only these labels, and
+                       # its order becomes the class index (classes.txt); '' = keep all
+audio_root = ''        # audioset list form: the AudioSet folder <folder>/<id>.wav is under ('' = above the metadata)
+weight_csv = ''        # audioset: sampling weights of the first --path JSON's clips (metadata/weights/*_weight.csv)
 eval_fraction = 0.2    # clips without a fixed split: fraction sent to eval (by path hash)
 clips_train = 10       # synth: train clips per class
 clips_eval = 4         # synth: eval clips per class
@@ -457,18 +513,19 @@ if __name__ == '__main__':
     if collection == 'synth':
         rows = make_synth_bank(out_dir, clips_train, clips_eval, clip_seconds, seed)
     else:
-        reader = {'audioset': lambda p: read_audioset(p.split(','), class_csv), 'esc50': read_esc50,
+        reader = {'audioset': lambda p: read_audioset(p.split(','), class_csv, audio_root, class_list, weight_csv),
+                  'esc50': read_esc50,
                   'folder': read_folder, 'manifest': read_manifest}[collection]
         rows = reader(path)
     for r in rows:
         r['split'] = r['split'] or hash_split(r['path'], eval_fraction, seed)
-    dropped = 0
+    dropped, order = 0, read_class_list(class_list) if class_list else None
     if class_list:
-        keep = set(read_class_list(class_list))
+        keep = set(order)
         rows = [{**r, 'labels': [lab for lab in r['labels'] if lab in keep]} for r in rows]
         dropped = sum(not r['labels'] for r in rows)
         rows = [r for r in rows if r['labels']]
     rows, bad = check_clips(rows, clip_seconds) if check and collection != 'synth' else (rows, [])
-    write_sources(out_dir, rows, bad, dropped, time.time() - t0, collection)
+    write_sources(out_dir, rows, bad, dropped, time.time() - t0, collection, order)
     print(f'wrote {len(rows)} clips to {out_dir}/sources.jsonl ({len(bad)} bad skipped, {dropped} dropped) '
           f'in {time.time() - t0:.1f} s')

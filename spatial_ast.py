@@ -7,14 +7,16 @@ features.binaural_features, (B, 4, T, 128) = [log-mel L, log-mel R, mel cos IPD,
 Class indices of the heads follow docs/conventions.md (distance, azimuth, elevation).
 
 Parameter names and shapes follow the official model, so its `finetuned.pth` (load_official) and an AudioMAE
-ViT-B checkpoint (load_audiomae, partial) load into SpatialAST(ModelArgs()). Our own train_encoder.py
-checkpoints load with load_checkpoint(path, device).
+ViT-B checkpoint (load_audiomae, partial) load into SpatialAST(ModelArgs()). load_checkpoint(path, device) takes
+our train_encoder.py checkpoints and the official finetuned.pth alike (its sizes read off the shapes).
 
 No command line: this file is imported by train_encoder.py, train_bat.py, eval.py and the tests, e.g.
     from spatial_ast import ModelArgs, SpatialAST, load_checkpoint
     model = SpatialAST(ModelArgs(dim=192, depth=4, n_heads=3, n_frames=208, n_classes=10))
 """
-from dataclasses import dataclass
+import math
+import os
+from dataclasses import dataclass, asdict
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ class ModelArgs:
     mask_f_prob: float = 0.25  # ... and of frequency columns removed
     freq_mask: int = 48       # training-only SpecAugment: widest frequency mask (bins)
     time_mask: int = 192      # ... widest time mask (frames, after the resize)
+    spec_masks: str = 'batch'  # 'batch': one mask pair for the whole batch (the official torchaudio call) | 'item'
     norm_eps: float = 1e-6
     ipd_scale: float = 1.0    # multiplies the mel cos/sin IPD channels before the stem (1.0 = official; see front())
     stem_channels: int = 1    # channels out of the conv stem = into the patch embedding (1 = official; see front())
@@ -66,20 +69,27 @@ def sincos_pos_embed(dim, grid_t, grid_f):
     return torch.tensor(table, dtype=torch.float32).unsqueeze(0)
 
 
-def spec_augment(x, freq_mask, time_mask):
+def spec_augment(x, freq_mask, time_mask, shared=False):
     """SpecAugment on (B, C, T, F): one frequency band and one time span zeroed per example, widths uniform in
-    [0, freq_mask) and [0, time_mask). (torchaudio's default shares one mask across the batch; per example is the
-    stronger augmentation and costs nothing.)"""
+    [0, freq_mask) and [0, time_mask). shared=True draws one band and one span for the whole batch, the way the
+    official model's torchaudio FrequencyMasking(48) / TimeMasking(192) do (iid_masks=False): width w = U * widest,
+    start = U * (size - w), both rounded down."""
     B, _, T, Fq = x.shape
+    n = 1 if shared else B
 
     def band(size, widest):
-        width = (torch.rand(B, 1, device=x.device) * min(widest, size)).long()
-        start = (torch.rand(B, 1, device=x.device) * (size - width + 1)).long().clamp(max=size - 1)
+        w = torch.rand(n, 1, device=x.device) * min(widest, size)
+        if shared:
+            start = (torch.rand(n, 1, device=x.device) * (size - w)).long()
+            width = w.long()
+        else:
+            width = w.long()
+            start = (torch.rand(n, 1, device=x.device) * (size - width + 1)).long().clamp(max=size - 1)
         idx = torch.arange(size, device=x.device).unsqueeze(0)  # (1, size)
-        return (idx >= start) & (idx < start + width)  # (B, size) True = masked
+        return (idx >= start) & (idx < start + width)  # (B or 1, size) True = masked
 
-    keep_t = ~band(T, time_mask)[:, None, :, None]  # (B, 1, T, 1)
-    keep_f = ~band(Fq, freq_mask)[:, None, None, :]  # (B, 1, 1, F)
+    keep_t = ~band(T, time_mask)[:, None, :, None]  # (B or 1, 1, T, 1)
+    keep_f = ~band(Fq, freq_mask)[:, None, None, :]  # (B or 1, 1, 1, F)
     return x * (keep_t & keep_f).to(x.dtype)
 
 
@@ -208,7 +218,7 @@ class SpatialAST(nn.Module):
         # it, not both (docs/findings.md); stem_channels > 1 gives each its own channel
         x = self.conv_downsample(x)  # (B, stem_channels, n_frames, n_mels)
         if self.training:
-            x = spec_augment(x, self.args.freq_mask, self.args.time_mask)
+            x = spec_augment(x, self.args.freq_mask, self.args.time_mask, self.args.spec_masks == 'batch')
         return x
 
     def tokens(self, feats):
@@ -246,8 +256,9 @@ class SpatialAST(nn.Module):
 # -----------------------------------------------------------------------------
 # loading weights
 
-# the official model computes its STFT/mel inside (torchlibrosa buffers); ours comes from features.py.
-# `blocks2` is an unused 4-block leftover of the official base class, present in some of its checkpoints.
+# the official model computes its STFT/mel inside (torchlibrosa buffers); ours comes from features.py, so those
+# tensors are checked against ours (check_front_end) and then left out. `blocks2` is an unused 4-block leftover of
+# the official base class, present in some of its checkpoints.
 OFFICIAL_IGNORED = ('spectrogram_extractor.', 'logmel_extractor.', 'blocks2.')
 
 
@@ -264,19 +275,77 @@ def clean_state_dict(sd):
     return out
 
 
-def load_official(model, sd):
+def read_file(path):
+    """torch.load with weights_only=True; argparse.Namespace allowed (the official finetuned.pth keeps its args)."""
+    import argparse
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def is_official(sd):
+    """True for a Spatial-AST state dict without our model_args (the official finetuned.pth, after clean_state_dict)."""
+    return 'cls_tokens' in sd and 'distance_head.weight' in sd
+
+
+def front_end_tensors():
+    """What the official file's frozen front end holds if it is ours (features.py), float64: the torchlibrosa STFT
+    kernels (periodic Hann times cos / -sin of the DFT, (513, 1, 1024)) and the Slaney mel matrix (513, 128)."""
+    import features
+    n = features.n_fft
+    k = torch.arange(n // 2 + 1, dtype=torch.float64)[:, None]
+    t = torch.arange(n, dtype=torch.float64)[None, :]
+    window = torch.hann_window(n, periodic=True, dtype=torch.float64)
+    angle = 2 * math.pi * k * t / n
+    return {'conv_real.weight': (torch.cos(angle) * window)[:, None],
+            'conv_imag.weight': (-torch.sin(angle) * window)[:, None], 'melW': features.mel_filterbank().double()}
+
+
+def check_front_end(sd, where='finetuned.pth'):
+    """The official file's frozen front-end tensors (spectrogram_extractor.*, logmel_extractor.melW) must equal
+    front_end_tensors(), else the encoder would be fed other features than it was trained on. Absent ones pass."""
+    import features
+    want = front_end_tensors()
+    for key, v in sd.items():
+        name = next((n for n in want if key.endswith(n)), None)
+        if key.startswith(OFFICIAL_IGNORED[:2]) and name:
+            ref = want[name]
+            if v.shape != ref.shape or (v.double() - ref).abs().max() > 1e-5:
+                raise ValueError(f'{where}: {key} is not the front end of features.py (STFT n_fft {features.n_fft}, '
+                                 f'periodic Hann, hop {features.hop}; Slaney mel {features.n_mels} bins '
+                                 f'{features.fmin:g}-{features.fmax:g} Hz): the encoder would be fed other features')
+
+
+def official_args(sd, n_mels=128):
+    """ModelArgs of an official Spatial-AST state dict, read off its shapes. Heads are not in the shapes: dim // 64
+    (ViT heads are 64 wide: 12 at ViT-B's 768)."""
+    dim = sd['cls_tokens'].shape[-1]
+    patch = sd['patch_embed.proj.weight'].shape[-1]
+    grid_f = n_mels // patch
+    n_patches = sd['pos_embed'].shape[1] - 1
+    return ModelArgs(n_frames=n_patches // grid_f * patch, n_mels=n_mels, patch=patch, dim=dim,
+                     depth=1 + max(int(k.split('.')[1]) for k in sd if k.startswith('blocks.')),
+                     n_heads=max(1, dim // 64), mlp_ratio=sd['blocks.0.mlp.fc1.weight'].shape[0] / dim,
+                     n_classes=sd['head.weight'].shape[0], n_distance=sd['distance_head.weight'].shape[0],
+                     n_azimuth=sd['azimuth_head.weight'].shape[0], n_elevation=sd['elevation_head.weight'].shape[0],
+                     stem_channels=sd['conv_downsample.0.weight'].shape[0])
+
+
+def load_official(model, sd, where='finetuned.pth'):
     """Load the official Spatial-AST `finetuned.pth` (a dict or path): every key of ours must be there with the
-    same shape; only the official front-end buffers are allowed extra. Returns the ignored keys."""
-    sd = clean_state_dict(torch.load(sd, map_location='cpu', weights_only=False) if isinstance(sd, str) else sd)
+    same shape; only the official front-end tensors (checked, check_front_end) are allowed extra. Returns them."""
+    if isinstance(sd, str):
+        where, sd = sd, read_file(sd)
+    sd = clean_state_dict(sd)
+    check_front_end(sd, where)
     ignored = sorted(k for k in sd if k.startswith(OFFICIAL_IGNORED))
     sd = {k: v for k, v in sd.items() if not k.startswith(OFFICIAL_IGNORED)}
     own = model.state_dict()
     bad = [f'{k}: {tuple(v.shape)} vs ours {tuple(own[k].shape)}' for k, v in sd.items() if k in own and v.shape != own[k].shape]
     if bad:
-        raise ValueError('official checkpoint shapes differ (set ModelArgs to match): ' + '; '.join(bad))
+        raise ValueError(f'{where}: official checkpoint shapes differ (set ModelArgs to match): ' + '; '.join(bad))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
-        raise KeyError(f'official checkpoint: missing {missing}, unexpected {unexpected}')
+        raise KeyError(f'{where}: official checkpoint: missing {missing}, unexpected {unexpected}')
     return ignored
 
 
@@ -304,12 +373,24 @@ def load_audiomae(model, sd, verbose=True):
     return report
 
 
-def load_checkpoint(path, device='cpu'):
-    """A train_encoder.py ckpt.pt -> (model in eval mode on device, the checkpoint dict)."""
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+def load_checkpoint(path, device='cpu', classes=None):
+    """A train_encoder.py ckpt.pt, or the official finetuned.pth (sizes read off its shapes, official_args) ->
+    (model in eval mode on device, the checkpoint dict). The official file names no classes: `classes` (the rows of
+    class_labels_indices_subset.csv, in order) are kept in the returned dict when given."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'no encoder checkpoint at {path} (a train_encoder.py ckpt.pt or SpatialAST/finetuned.pth)')
+    ckpt = read_file(path)
+    sd = clean_state_dict(ckpt) if isinstance(ckpt, dict) else {}
+    if 'model_args' not in ckpt and is_official(sd):
+        args = official_args(sd)
+        if classes is not None and len(classes) != args.n_classes:
+            raise ValueError(f'{path}: the class head has {args.n_classes} rows, the class list {len(classes)}')
+        model = SpatialAST(args)
+        load_official(model, sd, path)
+        return model.to(device).eval(), {'model_args': asdict(args), 'classes': classes, 'official': True}
     for key in ('model', 'model_args'):
         if key not in ckpt:
-            raise KeyError(f"{path}: not a train_encoder.py checkpoint (no '{key}')")
+            raise KeyError(f"{path}: neither a train_encoder.py checkpoint (no '{key}') nor the official finetuned.pth")
     model = SpatialAST(ModelArgs(**ckpt['model_args']))
     model.load_state_dict(clean_state_dict(ckpt['model']), strict=True)
     return model.to(device).eval(), ckpt

@@ -6,10 +6,12 @@ llm='scratch') or a LLaMA-2 directory (frozen, LoRA r 8 / alpha 32 / dropout 0.0
 Because the encoder is frozen and every QA item has a fixed IR, the encoder's tokens are computed once per distinct
 (clip, IR) pair and cached under <out_dir>/enc_cache (cache_tokens=False runs convolution + features + encoder
 every step on the device instead). The checkpoint holds only what trained (projector, LoRA or the scratch LLM)
-and names the base weights it belongs on.
+and names the base weights it belongs on. With a LLaMA-2, prompt + answer are tokenised as one string, as released.
+--encoder_ckpt takes our train_encoder.py checkpoint or the official SpatialAST/finetuned.pth.
 
     python train_bat.py config/demo_bat.py                                  # CPU demo (~7 min on 2 cores)
-    python train_bat.py config/paper_bat.py --device=cuda                   # one GPU
+    python train_bat.py config/paper_bat.py --device=cuda                   # the released recipe, one GPU
+    python train_bat.py config/paper_bat.py config/paper_bat_curriculum.py --device=cuda   # our 3 stages
     torchrun --standalone --nproc_per_node=8 train_bat.py config/paper_bat.py   # DDP (add --fsdp=True to shard)
     python train_bat.py config/demo_bat.py --init_from=resume               # resume exactly where it stopped
 """
@@ -28,10 +30,13 @@ from common import get_lr, read_records, require, atomic_write, stage_types, wri
 QA_FIELDS = ('audio_id', 'reverb_id', 'question_type', 'question', 'answer')
 
 
-def read_qa(path):
-    records = read_records(path)
-    for i, r in enumerate(records):
-        require(r, QA_FIELDS, f'{path}:{i + 1}')
+def read_qa(paths):
+    """One QA file or several, comma-separated (our JSONL or the official {"data": [...]} JSON)."""
+    records = []
+    for path in paths.split(','):
+        for i, r in enumerate(read_records(path)):
+            require(r, QA_FIELDS, f'{path}:{i + 1}')
+            records.append(r)
     return records
 
 
@@ -50,11 +55,27 @@ def subset_per_type(records, cap, seed):
     return [r for i, r in enumerate(records) if i in keep]
 
 
-def tokenize(records, tok, max_answer_tokens):
-    """Per record: prompt ids (BOS + template) and answer ids (answer + EOS, cut to max_answer_tokens)."""
+def tokenize(records, tok, max_answer_tokens, joint=False):
+    """Per record: prompt ids (BOS + template) and answer ids (answer + EOS, cut to max_answer_tokens).
+    joint=True is the released recipe's way: BOS + (template + answer) tokenised as one string, EOS appended, and the
+    first len(BOS + template) ids are the prompt (whatever the merge at the boundary did), the rest the answer."""
+    if joint:
+        return tuple(zip(*(joint_ids(format_prompt(r['question']), r['answer'], tok, max_answer_tokens)
+                           for r in records))) or ([], [])
     prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in records]
-    answers = [tok.encode(str(r['answer']), bos=False, eos=False)[:max_answer_tokens - 1] + [tok.eos_id] for r in records]
-    return prompts, answers
+    return prompts, [answer_ids(r['answer'], tok, max_answer_tokens) for r in records]
+
+
+def joint_ids(prompt, answer, tok, max_answer_tokens):
+    """(prompt ids, answer ids) of one item, tokenised as the released recipe: encode(prompt + answer) + EOS, split
+    at len(encode(prompt)) (the loss mask covers the prompt's own length)."""
+    ids = tok.encode(prompt + str(answer), bos=True, eos=False) + [tok.eos_id]
+    n = len(tok.encode(prompt, bos=True, eos=False))
+    return ids[:n], ids[n:][:max_answer_tokens - 1] + ([tok.eos_id] if len(ids) - n > max_answer_tokens - 1 else [])
+
+
+def answer_ids(answer, tok, max_answer_tokens):
+    return tok.encode(str(answer), bos=False, eos=False)[:max_answer_tokens - 1] + [tok.eos_id]
 
 
 def tokenizer_texts(records):
@@ -79,6 +100,9 @@ encoder_ckpt = 'out/demo/encoder/ckpt.pt'  # train_encoder.py checkpoint
 freeze_encoder = True          # True (paper) | False (only with cache_tokens=False)
 cache_tokens = True            # True: encoder tokens once per (clip, IR), cached | False: encoder every step
 clip_seconds = 10.0            # 10.0 paper; demo 2.0
+clip_pad = 'loop'              # a clip shorter than clip_seconds: 'loop' | 'zero' (the released loader pads with zeros)
+joint_tokens = False           # True: prompt + answer tokenised as one string, as the released recipe (train_bat.tokenize);
+                               # a LLaMA-2 llm always does; the scratch tokenizer's demo uses separate pieces
 encode_batch_size = 16         # clips per encoder batch when filling the cache
 llm = 'scratch'                # 'scratch' (tiny LLaMA, trained fully) | path to a LLaMA-2 HF/Meta dir (frozen + LoRA)
 tokenizer = ''                 # '' = train one (scratch) or <llm>/tokenizer.model
@@ -103,8 +127,10 @@ stage_iters = [20000, 20000, 40000]  # iterations per stage (the last one alone 
 batch_size = 8                 # per process, per micro-step
 gradient_accumulation_steps = 1
 max_answer_tokens = 96         # released max_words
-learning_rate = 1e-4           # AdamW peak lr (released recipe); restarted (warmup + cosine) per stage
-min_lr = 0.0                   # floor of the decay (released recipe: down to 0)
+learning_rate = 1e-4           # AdamW peak lr (released recipe); restarted (warmup + decay) per stage
+lr_schedule = 'cosine'         # 'cosine' (warmup, cosine to min_lr) | 'linear' (released: warmup, straight line to 0)
+lr_decay_iters = 0             # where the decay ends; 0 = the stage's length (released: 200000 whatever ends training)
+min_lr = 0.0                   # floor of the cosine decay (released recipe: down to 0)
 warmup_iters = 1000
 weight_decay = 0.0
 beta1 = 0.9
@@ -153,6 +179,8 @@ if __name__ == '__main__':
     assert stages in (1, 3), f'stages must be 1 or 3, got {stages}'
     stage_iters = list(stage_iters)
     assert len(stage_iters) == 3 or (stages == 1 and len(stage_iters) >= 1), 'stage_iters: three ints (or one)'
+    assert lr_schedule in ('cosine', 'linear'), f"lr_schedule must be 'cosine' or 'linear', got {lr_schedule!r}"
+    assert clip_pad in ('loop', 'zero'), f"clip_pad must be 'loop' or 'zero', got {clip_pad!r}"
     stage_iters = stage_iters if stages == 3 else stage_iters[-1:]
     assert freeze_encoder or not cache_tokens, 'a trainable encoder needs cache_tokens=False'
     assert not fsdp or ddp, 'fsdp=True needs torchrun'
@@ -186,7 +214,9 @@ if __name__ == '__main__':
         llama.train_tokenizer(tokenizer_texts(train_records), os.path.join(out_dir, 'tokenizer'), vocab_size)
     barrier()
     tok = llama.Tokenizer(tok_path)
-    train_tok, eval_tok = tokenize(train_records, tok, max_answer_tokens), tokenize(eval_records, tok, max_answer_tokens)
+    joint = joint_tokens or llm != 'scratch'  # LLaMA-2 checkpoints: tokenised as released
+    train_tok = tokenize(train_records, tok, max_answer_tokens, joint)
+    eval_tok = tokenize(eval_records, tok, max_answer_tokens, joint)
     log(f"tokenizer {tok_path}: {tok.n_words} pieces; prompt ~{np.mean([len(p) for p in train_tok[0]]):.0f} "
         f"+ answer ~{np.mean([len(a) for a in train_tok[1]]):.1f} tokens")
 
@@ -200,13 +230,13 @@ if __name__ == '__main__':
             if (turn == 'master') == master:
                 for name, recs in (('train', train_records), ('eval', eval_records)):
                     enc[name] = encoder_tokens(recs, encoder, encoder_ckpt, audio_root, reverb_root, cache_dir,
-                                               device, clip_seconds, encode_batch_size, log=log)
+                                               device, clip_seconds, encode_batch_size, log=log, pad=clip_pad)
             barrier()
         encoder_dim = enc['train'][0].shape[-1]
         encoder = encoder.cpu()  # not needed any more on the device
     else:
         from features import AudioCache, qa_waveforms, binaural_features
-        audio_cache = AudioCache()
+        audio_cache = AudioCache(clip_pad)
         encoder_dim = encoder.args.dim
     log(f"encoder: {encoder_ckpt} dim {encoder_dim}" + (f", cached tokens {tuple(enc['train'][0].shape)}" if enc else ''))
 
@@ -335,7 +365,8 @@ if __name__ == '__main__':
         it = it0 if stage == stage0 else 0
         t0 = time.time()
         while it < total:
-            lr = get_lr(it, learning_rate, min_lr, min(warmup_iters, total // 10), total)  # restarted per stage
+            horizon = lr_decay_iters or total
+            lr = get_lr(it, learning_rate, min_lr, min(warmup_iters, horizon // 10), horizon, lr_schedule)
             for group in optimizer.param_groups:
                 group['lr'] = lr
             # every step's randomness is a function of (seed, rank, stage, iter): resume is exact without RNG state

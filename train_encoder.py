@@ -9,6 +9,9 @@ run to run) and prints mAP / ER20 / MAE / DER beside a random predictor and a GC
     CPU demo (after render.py and sources.py):  python train_encoder.py config/demo_encoder.py
     one GPU, paper size:                        python train_encoder.py config/paper_encoder.py
     several GPUs:        torchrun --standalone --nproc_per_node=4 train_encoder.py config/paper_encoder.py
+    the official recipes: config/paper_encoder.py = finetune-20k.sh, + config/paper_encoder_2m.py = finetune-2m.sh;
+    --init_from=SpatialAST/finetuned.pth starts from the released encoder (sizes from its shapes; its class head
+    follows --class_list, e.g. class_labels_indices_subset.csv, or classes.txt beside the sources)
     CPU DDP (gloo):      torchrun --standalone --nproc_per_node=2 train_encoder.py config/demo_encoder.py --device=cpu
     resume:              python train_encoder.py config/demo_encoder.py --init_from=resume
     evaluate on real clips it never heard (a manifest CSV of your own recordings, see sources.py):
@@ -36,7 +39,8 @@ import torch.nn.functional as F
 
 import features
 from common import get_lr, mean_ap, targets_of, write_json, write_text, atomic_write
-from spatial_ast import ModelArgs, SpatialAST, clean_state_dict, load_audiomae, load_official
+from spatial_ast import (ModelArgs, SpatialAST, clean_state_dict, is_official, load_audiomae, load_official,
+                         official_args)
 
 # -----------------------------------------------------------------------------
 # data: clips x IRs -> (dry, rir, labels, targets) numpy batches; convolution and features happen on the device
@@ -69,24 +73,28 @@ class ClipIRData:
     (any world size) sees exactly the data the uninterrupted one would have."""
 
     def __init__(self, sources, rirs, classes, cache, sample_rate, clip_seconds, rir_seconds,
-                 mixup_prob=0.5, mixup_alpha=10.0, two_source_prob=0.0, two_source_spatial=False):
+                 mixup_prob=0.5, mixup_alpha=10.0, two_source_prob=0.0, two_source_spatial=False, roll_mag=False):
         assert sources and rirs, 'no training sources or IRs'
         self.sources, self.rirs, self.classes, self.cache = sources, rirs, classes, cache
         self.sr, self.clip_seconds, self.rir_len = sample_rate, clip_seconds, int(rir_seconds * sample_rate)
         self.mixup_prob, self.mixup_alpha, self.two_source_prob = mixup_prob, mixup_alpha, two_source_prob
-        self.two_source_spatial = two_source_spatial
+        self.two_source_spatial, self.roll_mag = two_source_spatial, roll_mag
         self.rooms = {}
         for i, r in enumerate(rirs):
             self.rooms.setdefault(r['fname'].split('/')[0], []).append(i)
 
-    def clip(self, i):
-        return self.cache.clip(self.sources[i]['path'], self.sr, self.clip_seconds)
+    def clip(self, i, rng=None):
+        """Clip i; with roll_mag (training) times a gain Beta(10, 10) + 0.5, as the official --roll_mag_aug. Its
+        circular roll is not done: the official code draws the shift from len() of a (1, N) tensor, i.e. always 0."""
+        x = self.cache.clip(self.sources[i]['path'], self.sr, self.clip_seconds)
+        return x * np.float32(rng.beta(10.0, 10.0) + 0.5) if self.roll_mag and rng is not None else x
 
     def rir(self, j):
         return fit_rir(self.cache.rir(self.rirs[j]['path']), self.rir_len)
 
-    def batch(self, batch_size, rng):
-        """A dict of numpy arrays: dry (B, S, N), rir (B, S, 2, L), n_src (B,), labels (B, C), targets (B, 3),
+    def batch(self, batch_size, rng, picks=None):
+        """picks: the batch's clip indices (an epoch sampler's), else uniform draws. Returns a dict of numpy arrays:
+        dry (B, S, N), rir (B, S, 2, L), n_src (B,), labels (B, C), targets (B, 3),
         targets2 (B, 3; -1 without a second source), spatial (B,)."""
         n, C = int(self.sr * self.clip_seconds), len(self.classes)
         S = 2 if self.two_source_prob > 0 else 1
@@ -98,8 +106,9 @@ class ClipIRData:
         targets2 = np.full((batch_size, 3), -1, np.int64)  # the second source's targets in a true 2-source mix
         spatial = np.ones(batch_size, np.float32)  # 0 where the spatial losses do not apply
         for b in range(batch_size):
-            i, j = rng.integers(len(self.sources)), rng.integers(len(self.rirs))
-            dry[b, 0], rir[b, 0], targets[b] = self.clip(i), self.rir(j), ir_targets(self.rirs[j])
+            i = int(picks[b]) if picks is not None else rng.integers(len(self.sources))
+            j = rng.integers(len(self.rirs))
+            dry[b, 0], rir[b, 0], targets[b] = self.clip(i, rng), self.rir(j), ir_targets(self.rirs[j])
             labels[b] = multi_hot(self.sources[i]['labels'], self.classes)
             if S == 2 and rng.random() < self.two_source_prob:
                 # a second source at its own position in the same room (as SpatialSoundQA mixtures): the class head
@@ -114,9 +123,52 @@ class ClipIRData:
             elif rng.random() < self.mixup_prob:
                 # waveform mixup before spatialisation: both clips at the same position, soft labels
                 i2, lam = rng.integers(len(self.sources)), rng.beta(self.mixup_alpha, self.mixup_alpha)
-                dry[b, 0] = lam * dry[b, 0] + (1 - lam) * self.clip(i2)
+                dry[b, 0] = lam * dry[b, 0] + (1 - lam) * self.clip(i2, rng)
                 labels[b] = lam * labels[b] + (1 - lam) * multi_hot(self.sources[i2]['labels'], self.classes)
         return dict(dry=dry, rir=rir, n_src=n_src, labels=labels, targets=targets, targets2=targets2, spatial=spatial)
+
+
+class EpochSampler:
+    """The clips of each training batch, epoch by epoch, as the official samplers: 'shuffle' = every training clip
+    once an epoch in a seeded order (DistributedSampler, finetune-20k.sh); 'weighted' = epoch_len clips an epoch drawn
+    in proportion to their weights without replacement (WeightedRandomSampler, finetune-2m.sh with its weights CSV).
+    An epoch's order is a function of (seed, epoch), and a batch's place in it of (iteration, micro-step, rank), so a
+    resumed run (same world size) draws what the uninterrupted one would."""
+
+    def __init__(self, kind, n_clips, epoch_len, samples_per_iter, seed, weights=None):
+        assert kind in ('shuffle', 'weighted'), f"sampler must be random|shuffle|weighted, got {kind!r}"
+        self.kind, self.n, self.epoch_len, self.seed = kind, n_clips, epoch_len or n_clips, seed
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        assert kind == 'shuffle' or (self.weights is not None and (self.weights > 0).sum() >= self.epoch_len), \
+            f'weighted sampler: needs a weight per clip, and at least epoch_len={self.epoch_len} clips weighing > 0'
+        assert self.epoch_len <= n_clips, f'epoch_len {self.epoch_len} > {n_clips} clips (epochs draw without replacement)'
+        self.iters_per_epoch = self.epoch_len // samples_per_iter
+        assert self.iters_per_epoch >= 1, \
+            f'epoch_len {self.epoch_len} is less than one iteration ({samples_per_iter} samples)'
+        self.cached = (None, None)
+
+    def order(self, epoch):
+        if self.cached[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+            order = torch.randperm(self.n, generator=g)[:self.epoch_len] if self.kind == 'shuffle' else \
+                torch.multinomial(self.weights, self.epoch_len, replacement=False, generator=g)
+            self.cached = (epoch, order.numpy())
+        return self.cached[1]
+
+    def picks(self, it, micro, accum, rank, world, batch_size):
+        """Clip indices (batch_size,) of iteration it, micro-step micro, on rank."""
+        epoch, step = divmod(it, self.iters_per_epoch)
+        start = ((step * accum + micro) * world + rank) * batch_size
+        return self.order(epoch)[start:start + batch_size]
+
+
+def class_order(class_list, sources_path, train_sources):
+    """The class head's order: class_list (a class CSV, row = index, or one name a line), else classes.txt beside the
+    sources file (sources.py writes it from a class list), else the training labels sorted."""
+    from sources import read_class_list
+    beside = os.path.join(os.path.dirname(os.path.abspath(sources_path)), 'classes.txt')
+    path = class_list or (beside if os.path.isfile(beside) else '')
+    return read_class_list(path) if path else sorted({l for s in train_sources for l in s['labels']})
 
 
 def fixed_eval_set(sources, rirs, n_items, seed):
@@ -299,6 +351,8 @@ dtype = 'auto'                 # 'auto' (bfloat16 on cuda, float32 on cpu) | 'fl
 compile = False                # torch.compile the model (GPU; needs a compiler toolchain)
 backend = 'auto'               # DDP backend: 'auto' (nccl on cuda, gloo on cpu) | 'nccl' | 'gloo'
 sources = 'out/demo/sources/sources.jsonl'  # sources JSONL (docs/conventions.md); train/eval by its 'split'
+class_list = ''                # the head's class order: a class CSV (class_labels_indices_subset.csv: row = index)
+                               # or one name a line; '' = classes.txt beside `sources` if there, else sorted labels
 render_dir = 'out/demo/rirs'   # folder with {train,eval}_reverberation.jsonl and binaural/
 init_from = 'scratch'          # 'scratch' | 'resume' (out_dir/ckpt.pt) | path: our ckpt.pt, official finetuned.pth, AudioMAE .pth
 eval_only = False              # True: evaluate and exit
@@ -313,6 +367,13 @@ head_radius = 0.0875           # metres; the GCC-PHAT baseline's Woodworth head
 sample_rate = 32000            # Hz
 clip_seconds = 10.0            # seconds per example (official 10.0)
 rir_seconds = 2.0              # IRs cropped / zero-padded to this (official 2.0)
+clip_pad = 'loop'              # a clip shorter than clip_seconds: 'loop' | 'zero' (official: zeros)
+roll_mag = False               # each training clip times a gain Beta(10, 10) + 0.5 (official --roll_mag_aug)
+sampler = 'random'             # 'random' (uniform draws) | 'shuffle' (every clip once an epoch, official 20k)
+                               # | 'weighted' (epoch_len clips an epoch by the sources' weights, official 2M)
+epoch_len = 0                  # samples an epoch for the samplers and `epochs`; 0 = the number of training clips
+epochs = 0                     # > 0: max_iters = epochs x iterations per epoch (and warmup_iters from warmup_epochs)
+warmup_epochs = 0
 mixup_prob = 0.5               # 0..1, waveform mixup, same IR, soft labels (official 0.5)
 mixup_alpha = 10.0             # Beta(alpha, alpha) mixing weight (official 10.0)
 two_source_prob = 0.0          # 0..1, two sources at their own IRs, both labels (0.0 = official: none)
@@ -322,6 +383,7 @@ gradient_accumulation_steps = 1  # x processes x batch_size = samples per step (
 # model (ModelArgs fields, their defaults the official ViT-B; n_classes comes from the data)
 n_frames = 1024; n_mels = 128; patch = 16; dim = 768; depth = 12; n_heads = 12; mlp_ratio = 4.0
 drop_path = 0.1; mask_t_prob = 0.25; mask_f_prob = 0.25; freq_mask = 48; time_mask = 192
+spec_masks = 'batch'           # SpecAugment: 'batch' (one mask for the batch, the official torchaudio call) | 'item'
 ipd_scale = 1.0                # x the mel IPD channels before the stem (1.0 = official)
 stem_channels = 1              # conv stem output channels (1 = official)
 # loss: w_class * BCE + w_distance * CE(distance) + w_direction * (CE(azimuth) + CE(elevation))
@@ -375,7 +437,8 @@ if __name__ == '__main__':
     say(f'device {device} ({dtype}), world {world}, {samples_per_iter} samples/iter, {max_iters} iters')
 
     # --- data ---
-    cache = features.AudioCache()
+    assert clip_pad in ('loop', 'zero'), f"clip_pad must be 'loop' or 'zero', got {clip_pad!r}"
+    cache = features.AudioCache(clip_pad)
     all_sources = features.read_sources(sources)
     train_sources = [s for s in all_sources if s.get('split', 'train') == 'train']
     train_rirs, eval_rirs = features.read_rirs(render_dir, 'train'), features.read_rirs(render_dir, 'eval')
@@ -384,7 +447,7 @@ if __name__ == '__main__':
     if init_from != 'scratch':
         ckpt = torch.load(resume_path, map_location='cpu', weights_only=False)
         is_ours = isinstance(ckpt, dict) and 'model_args' in ckpt
-    classes = ckpt['classes'] if ckpt is not None and is_ours else sorted({l for s in train_sources for l in s['labels']})
+    classes = ckpt['classes'] if ckpt is not None and is_ours else class_order(class_list, sources, train_sources)
     if eval_sources:
         eval_set_sources, metrics_name = features.read_sources(eval_sources), 'metrics_real.json'
     else:
@@ -394,15 +457,36 @@ if __name__ == '__main__':
     say(f'{len(train_sources)} train clips, {len(train_rirs)} train IRs, {len(classes)} classes; '
         f'eval: {len(eval_set_sources)} clips x {len(eval_rirs)} IRs -> {len(eval_items_list)} fixed items')
     data = ClipIRData(train_sources, train_rirs, classes, cache, sample_rate, clip_seconds, rir_seconds,
-                      mixup_prob, mixup_alpha, two_source_prob, two_source_spatial)
+                      mixup_prob, mixup_alpha, two_source_prob, two_source_spatial, roll_mag)
+    epoch_sampler = None
+    if sampler != 'random':
+        weights = [s.get('weight') for s in train_sources] if sampler == 'weighted' else None
+        if weights is not None and None in weights:
+            raise SystemExit(f"sampler='weighted': {sources} has train clips without a 'weight' "
+                             f"(sources.py --weight_csv= writes them)")
+        epoch_sampler = EpochSampler(sampler, len(train_sources), epoch_len, samples_per_iter, seed, weights)
+    if epochs:  # the official recipes count in epochs of epoch_len samples
+        per_epoch = (epoch_len or len(train_sources)) // samples_per_iter
+        assert per_epoch >= 1, f'an epoch ({epoch_len or len(train_sources)} samples) is less than one iteration'
+        max_iters, warmup_iters = epochs * per_epoch, warmup_epochs * per_epoch
+        lr_decay_iters, eval_interval = max_iters, eval_interval or per_epoch
+        say(f'{epochs} epochs x {per_epoch} iterations = {max_iters} iterations, {warmup_iters} of warmup')
+    assert eval_interval > 0, 'eval_interval=0 (every epoch) needs epochs > 0'
 
     # --- model ---
     if ckpt is not None and is_ours:
         model_args = ModelArgs(**ckpt['model_args'])
+    elif ckpt is not None and is_official(clean_state_dict(ckpt)):  # finetuned.pth: sizes from its shapes
+        model_args = official_args(clean_state_dict(ckpt))
+        if model_args.n_classes != len(classes):
+            raise SystemExit(f'{init_from}: its class head has {model_args.n_classes} rows, the class order has '
+                             f'{len(classes)}: give --class_list=<class_labels_indices_subset.csv> (row = index)')
+        for k in ('drop_path', 'mask_t_prob', 'mask_f_prob', 'freq_mask', 'time_mask', 'spec_masks'):
+            setattr(model_args, k, globals()[k])  # training settings stay this run's
     else:
         model_args = ModelArgs(n_frames=n_frames, n_mels=n_mels, patch=patch, dim=dim, depth=depth, n_heads=n_heads,
                                mlp_ratio=mlp_ratio, n_classes=len(classes), drop_path=drop_path, mask_t_prob=mask_t_prob,
-                               mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask,
+                               mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask, spec_masks=spec_masks,
                                ipd_scale=ipd_scale, stem_channels=stem_channels)
     model = SpatialAST(model_args)
     iter_num, best_mae = 0, float('inf')
@@ -414,8 +498,9 @@ if __name__ == '__main__':
             iter_num, best_mae = ckpt['iter_num'], ckpt.get('best_mae', best_mae)
     elif ckpt is not None:  # an outside checkpoint: the official model loads whole, AudioMAE partially
         sd = clean_state_dict(ckpt)
-        if 'cls_tokens' in sd and 'distance_head.weight' in sd:
-            say('official Spatial-AST weights; ignored:', load_official(model, sd))
+        if is_official(sd):
+            say('official Spatial-AST weights; its front end matches ours and is left out:',
+                load_official(model, sd, init_from))
         else:
             report = load_audiomae(model, sd, verbose=master)
     model.to(device)
@@ -478,7 +563,9 @@ if __name__ == '__main__':
         torch.manual_seed(int(rng.integers(2 ** 62)))
         parts = {}
         for micro in range(gradient_accumulation_steps):
-            b = data.batch(batch_size, rng)
+            picks = epoch_sampler.picks(iter_num, micro, gradient_accumulation_steps, rank, world, batch_size) \
+                if epoch_sampler is not None else None
+            b = data.batch(batch_size, rng, picks)
             with torch.no_grad():
                 feats = features.binaural_features(spatialise(b['dry'], b['rir'], b['n_src'], device))
             if ddp:  # all-reduce gradients on the last micro-step only

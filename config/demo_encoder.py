@@ -32,3 +32,4 @@ max_iters = 2500         # ~5 min on 2 cores
 eval_interval = 1250     # each eval (200 items + baselines) costs ~10 s
 eval_items = 200         # every eval clip (100) twice, each with its own fixed eval-room IR
 log_interval = 50
+spec_masks = 'item'      # a mask pair per example, as the demo was tuned (the official model draws one per batch)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from spatial_ast import (ModelArgs, SpatialAST, load_audiomae, load_official, random_masking_2d, sincos_pos_embed,
-                         spec_augment)
+from spatial_ast import (ModelArgs, SpatialAST, front_end_tensors, load_audiomae, load_official, random_masking_2d,
+                         sincos_pos_embed, spec_augment)
 
 TINY = dict(dim=32, depth=2, n_heads=2, n_frames=64, n_classes=5, freq_mask=8, time_mask=16)
 
@@ -127,6 +127,8 @@ def official_state_dict(a):
     for k in ('bn.running_var', 'conv_downsample.1.running_var'):
         sd[k] = sd[k].abs() + 0.1
     sd['bn.num_batches_tracked'] = sd['conv_downsample.1.num_batches_tracked'] = torch.tensor(7)
+    for k, v in front_end_tensors().items():  # the frozen front end is checked on load: the official values
+        sd[next(n for n in sd if n.endswith(k))] = v.float()
     return sd
 
 
