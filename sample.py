@@ -5,48 +5,45 @@ Ask a trained BAT a question about one binaural recording (or a dry clip placed 
     python sample.py --clip=dry.wav --rir=out/demo/rirs/binaural/<room>/0.npy --question="What sound is this?"
     python sample.py --ckpt=out/bat/ckpt.pt --wav=x.wav --question="..." --beams=4 --device=cuda
 
-The WAV must have two channels (left, right). Another sample rate is resampled to 32 kHz (with a note); the clip is
-looped/cropped to the length the model was trained on.
+The WAV must have two channels (left, right); it is level-normalised with one gain for both ears (RMS -14 dBFS, as
+the dry sources of the training data; the gain is printed), another sample rate is resampled to 32 kHz, and the
+recording is looped/cropped to the length the model was trained on (each with a note). Bad input (missing, not audio,
+empty, shorter than 0.1 s, silent, NaN/inf, wrong channel count, an IR that is not a (2, L) float .npy) stops with one
+sentence naming the file and a non-zero exit: no answer is given for audio the model cannot hear.
 """
-import json
-import math
 import os
-
-import numpy as np
 
 SAMPLE_RATE = 32000
 
 
 def read_binaural(path, clip_seconds, sample_rate=SAMPLE_RATE, log=print):
-    """A 2-channel audio file -> np.float32 (2, N) at sample_rate, looped/cropped to clip_seconds."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-    if not os.path.exists(path):
-        raise SystemExit(f"sample: no such file {path}")
-    x, sr = sf.read(path, dtype='float32', always_2d=True)  # (N, C)
-    if x.shape[1] != 2:
-        raise SystemExit(f"sample: {path} has {x.shape[1]} channel(s) ({'mono' if x.shape[1] == 1 else 'multi'}); "
-                         f"BAT needs a binaural (2-channel: left, right) recording. For a mono clip use --clip= with --rir=")
-    if sr != sample_rate:
-        g = math.gcd(sr, sample_rate)
-        x = resample_poly(x, sample_rate // g, sr // g, axis=0).astype(np.float32)
-        log(f"sample: note: {path} is {sr} Hz; resampled to {sample_rate} Hz")
-    n = int(round(clip_seconds * sample_rate))
-    reps = -(-n // max(len(x), 1))
-    return np.ascontiguousarray(np.tile(x, (reps, 1))[:n].T)  # (2, N)
+    """A 2-channel audio file -> np.float32 (2, N) at sample_rate, level-normalised, looped/cropped to clip_seconds."""
+    from features import BadClip, load_binaural
+    try:
+        return load_binaural(path, sample_rate, clip_seconds, log=lambda m: log(f"sample: {m}"))
+    except BadClip as e:
+        raise SystemExit(f"sample: {e}") from None
 
 
 def place_clip(clip, rir, clip_seconds, device):
-    """A dry clip + a (2, L) IR -> (1, 2, N) binaural waveform, as the QA data are made."""
+    """A dry mono clip + a (2, L) IR -> (1, 2, N) binaural waveform, as the QA data are made."""
     import torch
-    from features import load_clip, load_rir, convolve_mix
-    dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds)).to(device)
-    ir = torch.from_numpy(load_rir(rir)).to(device)
+    from features import BadClip, read_audio, load_clip, load_rir, convolve_mix
+    try:
+        channels = read_audio(clip)[0].shape[1]
+        if channels != 1:
+            raise BadClip(f"{clip}: {channels} channels; --clip= expects a dry mono clip (a binaural recording goes "
+                          f"in --wav= without --rir=)")
+        dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds)).to(device)
+        ir = torch.from_numpy(load_rir(rir)).to(device)
+    except BadClip as e:
+        raise SystemExit(f"sample: {e}") from None
     return convolve_mix(dry[None, None], ir[None, None], torch.ones(1, dtype=torch.long, device=device))
 
 # -----------------------------------------------------------------------------
 # config
 ckpt = 'out/demo/bat/ckpt.pt'  # train_bat.py checkpoint
+encoder_ckpt = ''              # '' = the encoder the checkpoint was trained on; else its new place (a moved run)
 wav = ''                       # a binaural (2-channel) audio file
 clip = ''                      # ... or a dry mono clip
 rir = ''                       # ... with a (2, L) .npy impulse response
@@ -70,7 +67,7 @@ if __name__ == '__main__':
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     torch.manual_seed(seed)
-    model, encoder, tok, ck = load_bat(ckpt, device)
+    model, encoder, tok, ck = load_bat(ckpt, device, encoder_ckpt)
     clip_seconds = ck['config']['clip_seconds']
     if wav:
         x = torch.from_numpy(read_binaural(wav, clip_seconds))[None].to(device)  # (1, 2, N)

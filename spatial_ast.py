@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import KIND_NAMES, checkpoint_kind, load_weights
+
 
 @dataclass
 class ModelArgs:
@@ -346,7 +348,7 @@ def clean_state_dict(sd):
 def load_official(model, sd):
     """Load the official Spatial-AST `finetuned.pth` (a dict or path): every key of ours must be there with the
     same shape; only the official front-end buffers are allowed extra. Returns the ignored keys."""
-    sd = clean_state_dict(torch.load(sd, map_location='cpu', weights_only=False) if isinstance(sd, str) else sd)
+    sd = clean_state_dict(load_weights(sd, 'official Spatial-AST weights') if isinstance(sd, str) else sd)
     ignored = sorted(k for k in sd if k.startswith(OFFICIAL_IGNORED))
     sd = {k: v for k, v in sd.items() if not k.startswith(OFFICIAL_IGNORED)}
     own = model.state_dict()
@@ -362,7 +364,7 @@ def load_official(model, sd):
 def load_audiomae(model, sd, verbose=True):
     """Partial load of an AudioMAE ViT-B checkpoint (strict=False as the official fine-tuning does): keys with the
     same name and shape load, the rest are reported. Returns {'loaded', 'skipped' (key: reason), 'new'}."""
-    sd = clean_state_dict(torch.load(sd, map_location='cpu', weights_only=False) if isinstance(sd, str) else sd)
+    sd = clean_state_dict(load_weights(sd, 'AudioMAE weights') if isinstance(sd, str) else sd)
     own = model.state_dict()
     loaded, skipped = {}, {}
     for k, v in sd.items():
@@ -385,10 +387,14 @@ def load_audiomae(model, sd, verbose=True):
 
 def load_checkpoint(path, device='cpu'):
     """A train_encoder.py ckpt.pt -> (model in eval mode on device, the checkpoint dict)."""
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    for key in ('model', 'model_args'):
-        if key not in ckpt:
-            raise KeyError(f"{path}: not a train_encoder.py checkpoint (no '{key}')")
+    ckpt = load_weights(str(path), 'encoder checkpoint')
+    kind = checkpoint_kind(ckpt)
+    if kind != 'encoder':
+        hint = {'bat': f" (it was trained on the encoder {ckpt.get('base', {}).get('encoder')})",
+                'spatial_ast': ' (train_encoder.py --init_from= turns it into one)',
+                'audiomae': ' (train_encoder.py --init_from= starts a fine-tune from it)'}.get(kind, '')
+        raise SystemExit(f"{path}: this is {KIND_NAMES[kind]}, not a Spatial-AST encoder checkpoint from "
+                         f"train_encoder.py{hint}")
     model = SpatialAST(ModelArgs(**ckpt['model_args']))
     model.load_state_dict(clean_state_dict(ckpt['model']), strict=True)
     return model.to(device).eval(), ckpt
