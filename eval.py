@@ -355,9 +355,12 @@ if __name__ == '__main__':
     for path in files:
         if not os.path.isfile(path):
             raise SystemExit(f"eval: no eval file {path} (give --eval_file=, or --qa_dir= the QA folder now)")
-        for i, r in enumerate(read_records(path)):
-            require(r, ('audio_id', 'reverb_id', 'question_type', 'question', 'answer'), f'{path}:{i + 1}')
-            records.append(r)
+        try:
+            for i, r in enumerate(read_records(path)):
+                require(r, ('audio_id', 'reverb_id', 'question_type', 'question', 'answer'), f'{path}:{i + 1}')
+                records.append(r)
+        except (ValueError, KeyError) as e:  # read_records / require name the file and line
+            raise SystemExit(f"eval: {e.args[0]}") from None
     if not records:
         raise SystemExit(f"eval: {', '.join(files)} holds no QA items (expected JSONL records or the official "
                          f"{{\"data\": [...]}} JSON)")

@@ -283,7 +283,10 @@ if __name__ == '__main__':
     for path in (train_file, eval_file):
         if not os.path.isfile(path):
             raise SystemExit(f"train_bat: no QA file {path} (set --qa_dir=, or --train_file= / --eval_file=)")
-    train_records, eval_records = read_qa(train_file), read_qa(eval_file)
+    try:
+        train_records, eval_records = read_qa(train_file), read_qa(eval_file)
+    except (ValueError, KeyError) as e:  # read_records / require name the file and line
+        raise SystemExit(f"train_bat: {e.args[0]}") from None
     if not train_records:
         raise SystemExit(f"train_bat: {train_file} holds no QA items")
     check_audio_files(train_records + eval_records, audio_root, reverb_root, 'train_bat')

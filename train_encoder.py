@@ -434,11 +434,7 @@ if __name__ == '__main__':
     check_out_dir(out_dir, init_from, overwrite or eval_only, 'train_encoder')
     say(f'device {device} ({dtype}), world {world}, {samples_per_iter} samples/iter, {max_iters} iters')
 
-    # --- data ---
-    cache = features.AudioCache()
-    all_sources = features.read_sources(sources)
-    train_sources = [s for s in all_sources if s.get('split', 'train') == 'train']
-    train_rirs, eval_rirs = features.read_rirs(render_dir, 'train'), features.read_rirs(render_dir, 'eval')
+    # --- the checkpoint to start from (its kind told from its keys), then the data ---
     ckpt = None
     resume_path = os.path.join(out_dir, 'ckpt.pt') if init_from == 'resume' else init_from
     if init_from != 'scratch':
@@ -448,6 +444,14 @@ if __name__ == '__main__':
             raise SystemExit(f"train_encoder: --init_from={resume_path} is {KIND_NAMES[kind]}; expected 'resume', a "
                              f"train_encoder.py checkpoint, the official Spatial-AST finetuned.pth or AudioMAE weights")
         is_ours = kind == 'encoder'
+    for path in [sources, eval_sources] + [os.path.join(render_dir, f'{s}_reverberation.json') for s in ('train', 'eval')]:
+        if path and not (os.path.isfile(path) or os.path.isfile(path + 'l')):
+            raise SystemExit(f"train_encoder: no such file {path}; set --sources= (sources.py) and --render_dir= "
+                             f"(render.py) to where they are")
+    cache = features.AudioCache()
+    all_sources = features.read_sources(sources)
+    train_sources = [s for s in all_sources if s.get('split', 'train') == 'train']
+    train_rirs, eval_rirs = features.read_rirs(render_dir, 'train'), features.read_rirs(render_dir, 'eval')
     classes = ckpt['classes'] if ckpt is not None and is_ours else sorted({l for s in train_sources for l in s['labels']})
     if eval_sources:
         eval_set_sources, metrics_name = features.read_sources(eval_sources), 'metrics_real.json'
