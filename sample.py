@@ -30,11 +30,14 @@ def place_clip(clip, rir, clip_seconds, device):
     import torch
     from features import BadClip, read_audio, load_clip, load_rir, convolve_mix
     try:
-        channels = read_audio(clip)[0].shape[1]
-        if channels != 1:
-            raise BadClip(f"{clip}: {channels} channels; --clip= expects a dry mono clip (a binaural recording goes "
-                          f"in --wav= without --rir=)")
-        dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds)).to(device)
+        data, sr = read_audio(clip)
+        if data.shape[1] != 1:
+            raise BadClip(f"{clip}: {data.shape[1]} channels; --clip= expects a dry mono clip (a binaural recording "
+                          f"goes in --wav= without --rir=)")
+        dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds)).to(device)  # -14 dBFS, as the QA data
+        if len(data) < clip_seconds * sr:
+            print(f"sample: note: {clip} is {len(data) / sr:.2f} s; looped to the {clip_seconds:g} s the model was "
+                  f"trained on")
         ir = torch.from_numpy(load_rir(rir)).to(device)
     except BadClip as e:
         raise SystemExit(f"sample: {e}") from None

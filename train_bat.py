@@ -12,6 +12,10 @@ and names the base weights it belongs on.
     python train_bat.py config/paper_bat.py --device=cuda                   # one GPU
     torchrun --standalone --nproc_per_node=8 train_bat.py config/paper_bat.py   # DDP (add --fsdp=True to shard)
     python train_bat.py config/demo_bat.py --init_from=resume               # resume exactly where it stopped
+    python train_bat.py config/demo_bat.py --overwrite=True                 # start over in a folder holding a run
+
+Paths in the checkpoint (encoder, tokenizer, QA folder, audio and IR roots) are stored relative to out_dir: a run
+folder moved together with its inputs still loads, and eval.py / sample.py take --encoder_ckpt= etc. otherwise.
 """
 import json
 import math

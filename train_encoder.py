@@ -11,6 +11,7 @@ run to run) and prints mAP / ER20 / MAE / DER beside a random predictor and a GC
     several GPUs:        torchrun --standalone --nproc_per_node=4 train_encoder.py config/paper_encoder.py
     CPU DDP (gloo):      torchrun --standalone --nproc_per_node=2 train_encoder.py config/demo_encoder.py --device=cpu
     resume:              python train_encoder.py config/demo_encoder.py --init_from=resume
+    start over:          python train_encoder.py config/demo_encoder.py --overwrite=True   (out_dir holds a run)
     evaluate on real clips it never heard:
         python sources.py --collection=manifest --path=../shared/data/clips/manifest.csv --out_dir=out/real_sources
         python train_encoder.py config/demo_encoder.py --init_from=resume --eval_only=True \\
