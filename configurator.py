@@ -32,7 +32,7 @@ def _settings(namespace):
     lines = src.splitlines()
     comments = {t.start[0]: (t.start[1], t.string.lstrip('#').strip())
                 for t in tokenizer.generate_tokens(io.StringIO(src).readline) if t.type == tokenizer.COMMENT}
-    stop = next((i + 1 for i, line in enumerate(lines) if "open('configurator.py')" in line), len(lines) + 1)
+    stop = next((i + 1 for i, line in enumerate(lines) if 'exec(' in line and 'configurator.py' in line), len(lines) + 1)
     tree = ast.parse(src)
     nodes = tree.body + [n for node in tree.body if isinstance(node, ast.If) for n in node.body]
     out = []
