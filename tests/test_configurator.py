@@ -73,4 +73,4 @@ def test_help_prints_docstring_and_settings(tmp_path):
         assert any(l.split() == ['--max_iters=100', 'int:', 'a', 'comment', 'that', 'goes', 'on', 'on', 'the', 'next',
                                  'line'] for l in lines), r.stdout
         assert any(l.strip() == "--stage_iters=[1, 2, 3]" for l in lines)
-        assert "--device='cpu'" in r.stdout and 'learning_rate=0.0006  float' in ' '.join(r.stdout.split())
+        assert "--device='cpu'" in r.stdout and '--learning_rate=0.0006 float' in ' '.join(r.stdout.split())
