@@ -226,7 +226,7 @@ def load_weights(path, what='checkpoint'):
                          f"argparse.Namespace are loaded (re-save the weights alone, as a state dict, from a copy "
                          f"you trust)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
-        first = (str(e).strip().splitlines() or [''])[0][:120]
+        first = (str(e).strip().splitlines() or [''])[0].split('. ')[0][:120]  # its first sentence
         raise SystemExit(f"{what} {path}: not a readable PyTorch file ({type(e).__name__}: {first}); truncated, "
                          f"or not written by torch.save?") from None
 

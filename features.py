@@ -282,7 +282,7 @@ def check_level_and_length(path, x, sr):
     """RMS of x (any shape, rate sr); raises BadClip if it is shorter than min_seconds or silent."""
     n = x.shape[0]
     if n < min_seconds * sr:
-        raise BadClip(f'{path}: too short ({n} samples = {n / sr:.3f} s); at least {min_seconds} s expected')
+        raise BadClip(f'{path}: too short ({n} samples = {1000 * n / sr:.1f} ms); at least {min_seconds} s expected')
     rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
     if rms < silent_rms:
         raise BadClip(f'{path}: silent (RMS {rms:.2e}, below -100 dBFS); expected a recording with sound in it')

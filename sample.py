@@ -34,11 +34,11 @@ def place_clip(clip, rir, clip_seconds, device):
         if data.shape[1] != 1:
             raise BadClip(f"{clip}: {data.shape[1]} channels; --clip= expects a dry mono clip (a binaural recording "
                           f"goes in --wav= without --rir=)")
+        ir = torch.from_numpy(load_rir(rir)).to(device)
         dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds)).to(device)  # -14 dBFS, as the QA data
         if len(data) < clip_seconds * sr:
             print(f"sample: note: {clip} is {len(data) / sr:.2f} s; looped to the {clip_seconds:g} s the model was "
                   f"trained on")
-        ir = torch.from_numpy(load_rir(rir)).to(device)
     except BadClip as e:
         raise SystemExit(f"sample: {e}") from None
     return convolve_mix(dry[None, None], ir[None, None], torch.ones(1, dtype=torch.long, device=device))
