@@ -250,7 +250,7 @@ def encoder_tokens(records, encoder, encoder_ckpt, audio_root, reverb_root, cach
     """Returns (tokens (U, S, dim) float16 on CPU, index (len(records),) long into it). U = distinct audio pairs.
     Cached in cache_dir under a key made of the encoder checkpoint stamp, the clip length and the audio pairs.
     pad: how a clip shorter than clip_seconds is lengthened, 'loop' | 'zero' (the released loader: zeros)."""
-    from features import AudioCache, qa_waveforms
+    from features import AudioCache, BadClip, qa_waveforms
     from common import Progress
     keys = sorted({audio_key(r) for r in records}, key=str)
     where = {k: i for i, k in enumerate(keys)}
@@ -260,15 +260,19 @@ def encoder_tokens(records, encoder, encoder_ckpt, audio_root, reverb_root, cach
     path = os.path.join(cache_dir, f'enc_{h}.pt')
     if os.path.exists(path):
         log(f"encoder tokens: cache hit {path}")
-        return torch.load(path, map_location='cpu'), index
+        from common import load_weights
+        return load_weights(path, 'encoder token cache'), index
     uniq = [{'audio_id': k[0], 'reverb_id': k[1], 'audio_id2': k[2], 'reverb_id2': k[3]} for k in keys]
     encoder.eval()
     cache, out = AudioCache(pad), []
     prog = Progress(len(uniq), name='encoder tokens', unit='clips')
     for i in range(0, len(uniq), batch_size):
         chunk = uniq[i:i + batch_size]
-        wav = qa_waveforms(chunk, audio_root, reverb_root, cache, device, sample_rate=sample_rate,
-                           clip_seconds=clip_seconds)
+        try:
+            wav = qa_waveforms(chunk, audio_root, reverb_root, cache, device, sample_rate=sample_rate,
+                               clip_seconds=clip_seconds)
+        except BadClip as e:
+            raise SystemExit(f"encoder tokens: {e} (named by the QA items)") from None
         out.append(encode_waveforms(encoder, wav).to('cpu', torch.float16))
         prog.update(len(chunk))
     tokens = torch.cat(out)
@@ -292,38 +296,49 @@ def build_llm(llm_args, device):
     return llama.Transformer(dataclass_from(llama.ModelArgs, llm_args)).to(device)
 
 
-def read_checkpoint(path):
-    """torch.load with weights_only=True; argparse.Namespace allowed (the official finetuned.pth keeps its args)."""
-    import argparse
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
 def load_bat(ckpt_path, device='cpu', encoder_ckpt='', llm='', lora_alpha=32.0):
     """A train_bat.py checkpoint, or the released SLAM-LLM BAT model.pt (recognised by its keys) ->
-    (bat, encoder, tokenizer, ckpt). encoder_ckpt / llm replace the base weights the checkpoint names (a SLAM model.pt
-    names none: both are required, e.g. SpatialAST/finetuned.pth and a Llama-2-7b-hf dir). lora_alpha: SLAM only
-    (model.pt does not store it; the released recipe used 32)."""
+    (bat, encoder, tokenizer, ckpt). The base weights a train_bat.py checkpoint names are loaded from their paths (the
+    encoder checkpoint; the LLaMA directory unless llm='scratch', whose weights the ckpt carries), which it stores
+    relative to its own folder (older ones: absolute); encoder_ckpt / llm override them. ckpt['paths'] holds every
+    path it names, resolved (encoder, tokenizer, llm, qa_dir, audio_root, reverb_root). A SLAM model.pt names none:
+    encoder_ckpt and llm are required (e.g. SpatialAST/finetuned.pth and a Llama-2-7b-hf dir); lora_alpha is for it
+    alone (model.pt does not store it; the released recipe used 32)."""
     import llama
     import spatial_ast
+    from common import KIND_NAMES, checkpoint_kind, found_path, load_weights
     if not os.path.exists(ckpt_path):
         raise SystemExit(f"no BAT checkpoint at {ckpt_path} (train one with train_bat.py, or pass --ckpt=...)")
-    ckpt = read_checkpoint(ckpt_path)
+    ckpt = load_weights(ckpt_path, 'BAT checkpoint')
     if is_slam_checkpoint(ckpt):
         return load_slam(ckpt, ckpt_path, encoder_ckpt, llm, device, lora_alpha)
-    base = dict(ckpt['base'])
-    base['encoder'], base['llm'] = encoder_ckpt or base['encoder'], llm or base['llm']
-    ckpt['base'] = base
-    tok_path = base['tokenizer'] if not llm else os.path.join(llm, 'tokenizer.model')
-    if not os.path.exists(tok_path):  # the run folder moved: look beside the checkpoint
-        tok_path = os.path.join(os.path.dirname(ckpt_path), os.path.basename(tok_path))
-    tokenizer = llama.Tokenizer(tok_path)
-    encoder, _ = spatial_ast.load_checkpoint(base['encoder'], device)
+    kind = checkpoint_kind(ckpt)
+    if kind != 'bat':
+        hint = ' (pass it as --encoder_ckpt=, with --ckpt= a train_bat.py checkpoint)' if kind == 'encoder' else ''
+        raise SystemExit(f"{ckpt_path}: this is {KIND_NAMES[kind]}, not a BAT checkpoint from train_bat.py{hint}")
+    folder = os.path.dirname(os.path.abspath(ckpt_path))
+    base = ckpt['base']
+    paths = {k: found_path(ckpt.get(k, ''), folder) for k in ('qa_dir', 'audio_root', 'reverb_root')}
+    paths.update({k: found_path(base[k], folder) for k in ('encoder', 'tokenizer')})
+    paths['llm'] = base['llm'] if base['llm'] == 'scratch' else found_path(base['llm'], folder)
+    paths['encoder'] = encoder_ckpt or paths['encoder']
+    if llm:
+        paths['llm'], paths['tokenizer'] = llm, os.path.join(llm, 'tokenizer.model')
+    if not os.path.exists(paths['tokenizer']):  # an older, absolute path whose run folder moved: look beside it
+        paths['tokenizer'] = os.path.join(folder, os.path.basename(paths['tokenizer']))
+    ckpt['paths'] = paths
+    if not os.path.isfile(paths['tokenizer']):
+        raise SystemExit(f"{ckpt_path}: its tokenizer {paths['tokenizer']} does not exist (it is kept beside ckpt.pt)")
+    tokenizer = llama.Tokenizer(paths['tokenizer'])
+    if not os.path.isfile(paths['encoder']):
+        raise SystemExit(f"{ckpt_path}: its encoder checkpoint {paths['encoder']} does not exist (moved?); "
+                         f"give its new place with --encoder_ckpt=")
+    encoder, enc_ckpt = spatial_ast.load_checkpoint(paths['encoder'], device)
     encoder.eval()
     if base['llm'] == 'scratch':
         llm = build_llm(ckpt['model_args']['llm'], device)
     else:
-        llm = llama.load(base['llm'], device=device)
+        llm = llama.load(paths['llm'], device=device)
         lora = ckpt['config']
         llama.apply_lora(llm, rank=lora['lora_rank'], alpha=lora['lora_alpha'], dropout=lora['lora_dropout'],
                          targets=tuple(lora['lora_targets'].split(',')))
@@ -440,4 +455,5 @@ def load_slam(sd, ckpt_path, encoder_ckpt, llm, device='cpu', lora_alpha=32.0, l
             'base': {'encoder': encoder_ckpt, 'llm': llm, 'tokenizer': os.path.join(llm, 'tokenizer.model')},
             'model_args': {'projector': asdict(qargs), 'llm': asdict(lm.args)}, 'classes': enc_ckpt.get('classes'),
             'qa_dir': '', 'audio_root': '', 'reverb_root': '', 'slam': True}
+    ckpt['paths'] = {**ckpt['base'], 'qa_dir': '', 'audio_root': '', 'reverb_root': ''}
     return bat, encoder.eval(), tokenizer, ckpt

@@ -4,13 +4,18 @@ Small helpers that several stages share, kept here so they are written once:
   curriculum stages,
 - average precision and mAP (encoder and BAT evaluation), the lr schedule (both training scripts),
 - reading record files (our JSONL, or the official {"data": [...]} JSON) with errors that name file and line,
-- atomic writes (temp file + rename, so an interrupted run never leaves a half-written output),
+- atomic writes (temp file + rename, so an interrupted run never leaves a half-written output), and the removal of
+  the temp files a killed run left behind,
+- run folders: paths stored relative to the folder (so a run can move), a guard against starting a fresh run over
+  another run's checkpoint,
+- `load_weights`: torch.load that runs no code from the file (weights_only=True), with one-sentence errors,
 - a progress line for long loops (done/total, rate, ETA).
-No torch here: render.py and make_qa.py use it without touching a model.
+No torch import at the top: render.py and make_qa.py use this file without touching a model.
 """
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -209,22 +214,123 @@ def write_json(path, obj):
 def write_text(path, text):
     atomic_write(path, lambda f: f.write(text))
 
+
+def remove_stale_temps(folder, log=print):
+    """Delete the temp files (.<name>.<random>.tmp) that a run killed inside atomic_write left in folder."""
+    if not os.path.isdir(folder):
+        return []
+    stale = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if re.fullmatch(r'\..+\.[^.]+\.tmp', n)]
+    for p in stale:
+        os.remove(p)
+        log(f"removed {p}: the temp file of a save that was interrupted")
+    return stale
+
+# -----------------------------------------------------------------------------
+# run folders
+
+def stored_path(path, folder):
+    """How a path is written into a checkpoint or meta.json kept in `folder`: relative to it, so the two can move
+    together. '' stays ''."""
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(folder)) if path else path
+
+
+def found_path(stored, folder):
+    """The inverse of stored_path: a relative path is read against `folder` (absolute ones, from older files, as
+    they are)."""
+    return os.path.normpath(os.path.join(folder, stored)) if stored and not os.path.isabs(stored) else stored
+
+
+def check_out_dir(out_dir, init_from, overwrite, script):
+    """Before anything is written: a fresh run must not start in a folder that holds another run's checkpoint
+    (--init_from=resume continues it, --overwrite=True replaces it), and resume needs a checkpoint."""
+    ckpt = os.path.join(out_dir, 'ckpt.pt')
+    if init_from == 'resume' and not os.path.isfile(ckpt):
+        raise SystemExit(f"{script}: --init_from=resume but {ckpt} does not exist (nothing to resume; start with "
+                         f"--init_from=scratch)")
+    if init_from != 'resume' and os.path.isfile(ckpt) and not overwrite:
+        raise SystemExit(f"{script}: {out_dir} already holds a run's checkpoint (ckpt.pt); continue it with "
+                         f"--init_from=resume, start over in it with --overwrite=True, or choose another --out_dir")
+    return ckpt
+
+# -----------------------------------------------------------------------------
+# checkpoints: loading never runs code from the file
+
+def load_weights(path, what='checkpoint'):
+    """torch.load(path, weights_only=True) on the CPU: the unpickler builds tensors, numbers, strings and plain
+    containers only, so a crafted file cannot run code. One more type is allowed, argparse.Namespace, a bag of
+    settings that MAE-style training scripts (AudioMAE, the official Spatial-AST) save beside the weights.
+    Every failure is one sentence naming the file (SystemExit)."""
+    import argparse
+    import pickle
+    import torch
+    if not os.path.isfile(path):
+        raise SystemExit(f"{what} {path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise SystemExit(f"{what} {path}: the file is empty (0 bytes: an interrupted download or save?)")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = re.search(r'GLOBAL (\S+) was not an allowed global', str(e))
+        kind = f"a Python object ({m.group(1)})" if m else "Python objects"
+        raise SystemExit(f"{what} {path}: refused to load: it holds {kind} that unpickling would create or call, "
+                         f"and such a file can run code; only tensors, numbers, strings, plain containers and "
+                         f"argparse.Namespace are loaded (re-save the weights alone, as a state dict, from a copy "
+                         f"you trust)") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
+        first = (str(e).strip().splitlines() or [''])[0].split('. ')[0][:120]  # its first sentence
+        raise SystemExit(f"{what} {path}: not a readable PyTorch file ({type(e).__name__}: {first}); truncated, "
+                         f"or not written by torch.save?") from None
+
+
+def checkpoint_kind(obj):
+    """What a loaded file is, from its keys: 'bat' (train_bat.py), 'encoder' (train_encoder.py), 'spatial_ast'
+    (the official finetuned.pth), 'audiomae' (an AudioMAE / ViT state dict), or 'unknown'."""
+    if not isinstance(obj, dict):
+        return 'unknown'
+    if 'base' in obj and 'model_args' in obj:
+        return 'bat'
+    if 'model_args' in obj and 'model' in obj:
+        return 'encoder'
+    sd = obj.get('model', obj.get('state_dict', obj))
+    keys = {k.replace('module.', '', 1) for k in sd} if isinstance(sd, dict) else set()
+    if 'distance_head.weight' in keys or 'cls_tokens' in keys:
+        return 'spatial_ast'
+    if 'patch_embed.proj.weight' in keys or any(k.startswith('blocks.') for k in keys):
+        return 'audiomae'
+    return 'unknown'
+
+
+KIND_NAMES = {'bat': 'a BAT checkpoint (train_bat.py)', 'encoder': 'a Spatial-AST encoder checkpoint (train_encoder.py)',
+              'spatial_ast': "the official Spatial-AST weights (finetuned.pth)",
+              'audiomae': 'AudioMAE / ViT weights', 'unknown': 'no checkpoint this project writes or reads'}
+
 # -----------------------------------------------------------------------------
 # progress
 
 class Progress:
-    """Prints 'name done/total (pct) rate/s ETA' at most every `every` seconds, and once at the end."""
+    """Prints 'name done/total (pct) rate/s ETA' at most every `every` seconds (or, with share, each time another
+    share of the total is done: share=0.1 gives about ten lines), and once at the end."""
 
-    def __init__(self, total, name='', every=5.0, unit='it'):
-        self.total, self.name, self.every, self.unit = total, name, every, unit
-        self.done, self.t0, self.last = 0, time.time(), 0.0
+    def __init__(self, total, name='', every=5.0, unit='it', share=0.0):
+        self.total, self.name, self.every, self.unit, self.share = total, name, every, unit, share
+        self.done, self.t0, self.last, self.next = 0, time.time(), 0.0, share * total
 
     def update(self, n=1):
         self.done += n
         now = time.time()
-        if now - self.last >= self.every or self.done >= self.total:
+        due = self.done >= self.next if self.share else now - self.last >= self.every
+        if due or self.done >= self.total:
             self.last = now
+            while self.share * self.total > 0 and self.next <= self.done:
+                self.next += self.share * self.total
             rate = self.done / max(now - self.t0, 1e-9)
             eta = (self.total - self.done) / max(rate, 1e-9)
             print(f"{self.name} {self.done}/{self.total} ({100 * self.done / max(self.total, 1):.0f}%) "
-                  f"{rate:.1f} {self.unit}/s ETA {eta:.0f}s", file=sys.stdout, flush=True)
+                  f"{rate:.1f} {self.unit}/s ETA {duration(eta)}", file=sys.stdout, flush=True)
+
+
+def duration(seconds):
+    """12s, 3m04s, 2h05m: how long, for progress lines."""
+    s = int(round(seconds))
+    return f'{s}s' if s < 60 else f'{s // 60}m{s % 60:02d}s' if s < 3600 else f'{s // 3600}h{s % 3600 // 60:02d}m'

@@ -12,7 +12,8 @@ step() { echo; echo "=== [$(( $(date +%s) - t0 ))s] $*"; "$PY" "$@"; }
 step render.py config/demo_render.py "$@"
 step sources.py config/demo_sources.py "$@"
 step make_qa.py config/demo_qa.py "$@"
-step train_encoder.py config/demo_encoder.py "$@"
-step train_bat.py config/demo_bat.py "$@"
+# a second demo run starts the training stages over (they refuse a folder holding a run unless told)
+step train_encoder.py config/demo_encoder.py --overwrite=True "$@"
+step train_bat.py config/demo_bat.py --overwrite=True "$@"
 step eval.py config/demo_eval.py "$@"
 echo; echo "=== demo done in $(( $(date +%s) - t0 ))s; outputs under out/demo/ (table: out/demo/eval/table.md)"

@@ -228,9 +228,30 @@ def octant(words):
     return None if words is None else sum((w == pair[1]) << i for i, (w, pair) in enumerate(zip(words, WORD_PAIRS)))
 
 
+def octant_name(k):
+    """'L-F-U' for octant k: Left/Right, Front/Behind, Up (above)/Down (below)."""
+    return '-'.join('LRFBUD'[2 * i + ((k >> i) & 1)] for i in range(3))
+
+
+def direction_confusion(items):
+    """(8, 9) counts: row = true octant, column = predicted octant, last column = no direction in the answer."""
+    conf = np.zeros((8, 9), dtype=int)
+    for it in items:
+        t, p = octant(parse_direction(it['reference'])), octant(parse_direction(it['prediction']))
+        if t is not None:
+            conf[t, 8 if p is None else p] += 1
+    return conf
+
+
+def row_percent(conf):
+    """Each row as percentages of its own count (rows without items stay 0)."""
+    return 100 * conf / np.maximum(conf.sum(1, keepdims=True), 1)
+
+
 def save_plots(items, out_dir):
-    """Direction-octant confusion (row = true, column = predicted, last column = unparseable) and predicted vs
-    true distance for the B|D items. Returns the written paths ([] without matplotlib)."""
+    """direction_confusion.png: one panel per question type B (DOA) and D (MIXUP_SINGLE_DOA), row = true octant,
+    column = predicted (last = unparseable), each row in percent of its items; distance.png: predicted vs true
+    distance, MAE and DER in the title. Returns the written paths ([] without matplotlib)."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -238,47 +259,56 @@ def save_plots(items, out_dir):
     except ImportError:
         print("eval: matplotlib not installed, no plots")
         return []
-    doa = [it for it in items if TYPE_LETTER.get(it['type']) in ('B', 'D')]
-    if not doa:
+    panels = [(letter, qt, [it for it in items if it['type'] == qt]) for letter, qt in (('B', 'DOA'),
+                                                                                     ('D', 'MIXUP_SINGLE_DOA'))]
+    panels = [p for p in panels if p[2]]
+    if not panels:
         return []
-    conf = np.zeros((8, 9), dtype=int)
-    dist = []
-    for it in doa:
-        t, p = octant(parse_direction(it['reference'])), octant(parse_direction(it['prediction']))
-        if t is not None:
-            conf[t, 8 if p is None else p] += 1
-        rm, pm = parse_distance(it['reference']), parse_distance(it['prediction'])
-        if rm is not None and pm is not None:
-            dist.append((rm, pm))
-    names = ['/'.join(pair[(k >> i) & 1][:2] for i, pair in enumerate(WORD_PAIRS)) for k in range(8)]
+    names = [octant_name(k) for k in range(8)]
     paths = [os.path.join(out_dir, 'direction_confusion.png'), os.path.join(out_dir, 'distance.png')]
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.imshow(conf, cmap='Blues')
-    ax.set_xticks(range(9), names + ['??'], rotation=45)
-    ax.set_yticks(range(8), names)
-    for (i, j), v in np.ndenumerate(conf):
-        ax.text(j, i, str(v), ha='center', va='center', fontsize=7)
-    ax.set_xlabel('predicted octant'), ax.set_ylabel('true octant'), ax.set_title('B|D direction (le/fr/ab ...)')
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), squeeze=False)
+    for ax, (letter, qt, its) in zip(axes[0], panels):
+        conf = direction_confusion(its)
+        pct = row_percent(conf)
+        ax.imshow(pct, cmap='Blues', vmin=0, vmax=100)
+        ax.set_xticks(range(9), names + ['none'], rotation=45)
+        ax.set_yticks(range(8), [f'{n} ({c})' for n, c in zip(names, conf.sum(1))])
+        for (i, j), v in np.ndenumerate(pct):
+            if conf[i, j]:
+                ax.text(j, i, f'{v:.0f}', ha='center', va='center', fontsize=7, color='white' if v > 60 else 'black')
+        acc = doa_metrics(its)['doa_acc']
+        ax.set_xlabel('predicted octant'), ax.set_ylabel('true octant (items)')
+        ax.set_title(f'{letter} ({qt}): % of each true octant; DoA acc {acc:.1f} %', fontsize=10)
+    fig.suptitle('direction: L/R = left/right, F/B = front/behind, U/D = above/below', fontsize=9)
     fig.tight_layout(), fig.savefig(paths[0], dpi=100), plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    if dist:
-        d = np.array(dist) + np.random.default_rng(0).uniform(-0.08, 0.08, (len(dist), 2))  # jitter: 0.5 m grid
-        ax.scatter(d[:, 0], d[:, 1], s=6, alpha=0.5)
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    title, rng = [], np.random.default_rng(0)
+    for (letter, qt, its), colour in zip(panels, ('tab:blue', 'tab:orange')):
+        dist = [(parse_distance(it['reference']), parse_distance(it['prediction'])) for it in its]
+        dist = np.array([d for d in dist if None not in d]).reshape(-1, 2)
+        mae = float(np.abs(dist[:, 0] - dist[:, 1]).mean()) if len(dist) else float('nan')
+        title.append(f"{letter}: MAE {mae:.2f} m, DER {doa_metrics(its)['der']:.1f} %")
+        if len(dist):
+            d = dist + rng.uniform(-0.08, 0.08, dist.shape)  # jitter: answers sit on a 0.5 m grid
+            ax.scatter(d[:, 0], d[:, 1], s=6, alpha=0.5, color=colour, label=f'{letter} ({len(dist)} parsed)')
     ax.plot([0, 10], [0, 10], 'k--', lw=1)
-    ax.set_xlabel('true distance (m)'), ax.set_ylabel('predicted distance (m)'), ax.set_title('B|D distance')
+    ax.legend(loc='upper left', fontsize=8)
+    ax.set_xlabel('true distance (m)'), ax.set_ylabel('predicted distance (m)')
+    ax.set_title('\n'.join(title) + '\n(MAE over parsed answers; DER: > 0.5 m off or unparsed)', fontsize=9)
     fig.tight_layout(), fig.savefig(paths[1], dpi=100), plt.close(fig)
     return paths
 
 # -----------------------------------------------------------------------------
 # config
 ckpt = 'out/bat/ckpt.pt'       # train_bat.py checkpoint, or the released SLAM-LLM BAT model.pt
-encoder_ckpt = ''              # '' = the one the checkpoint names; else ours or the official finetuned.pth
-                               # (model.pt: required)
+encoder_ckpt = ''              # '' = the one the checkpoint names (resolved beside a moved run); else ours or the
+                               # official finetuned.pth (model.pt: required)
 llm = ''                       # '' = the one the checkpoint names; else a LLaMA-2 HF dir (model.pt: required)
 lora_alpha = 32.0              # model.pt only (it does not store alpha): the released recipe's 32
 class_list = ''                # '' = the checkpoint's classes, else the A/C answers' labels; or a class CSV / list
                                # (class_labels_indices_subset.csv: the paper's 355 classes) to score A|C mAP over
-eval_file = ''                 # '' = <the ckpt's qa_dir>/eval.jsonl; or comma-separated official eval-*.json files
+eval_file = ''                 # '' = <qa_dir>/eval.jsonl; or comma-separated official eval-*.json files
+qa_dir = ''                    # '' = the QA folder the checkpoint was trained on (stored relative to its folder)
 audio_root = ''                # '' = as the checkpoint was trained (model.pt: required, the AudioSet folder)
 reverb_root = ''               # '' = as the checkpoint was trained (model.pt: required, mp3d_reverb/binaural)
 out_dir = 'out/eval'           # predictions.jsonl, metrics.json, table.md, summary.md, *.png
@@ -298,7 +328,8 @@ if __name__ == '__main__':
     exec(open('configurator.py').read())
     import torch
     from bat import load_bat, encoder_tokens, format_prompt
-    from common import read_records, require, write_json, write_jsonl, write_text
+    from common import Progress, read_records, require, write_json, write_jsonl, write_text
+    from features import check_audio_files
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if threads:
@@ -312,18 +343,28 @@ if __name__ == '__main__':
     if ck.get('slam') and not (eval_file and audio_root and reverb_root):
         raise SystemExit(f'eval: {ckpt} is a SLAM-LLM checkpoint (no data paths in it): give --eval_file=, '
                          f'--audio_root= (AudioSet folder) and --reverb_root= (mp3d_reverb/binaural)')
-    files = eval_file.split(',') if eval_file else [os.path.join(ck['qa_dir'], 'eval.jsonl')]
-    audio_root, reverb_root = audio_root or ck['audio_root'], reverb_root or ck['reverb_root']
+    files = eval_file.split(',') if eval_file else [os.path.join(qa_dir or ck['paths']['qa_dir'], 'eval.jsonl')]
+    audio_root, reverb_root = audio_root or ck['paths']['audio_root'], reverb_root or ck['paths']['reverb_root']
     records = []
     for path in files:
-        for i, r in enumerate(read_records(path)):
-            require(r, ('audio_id', 'reverb_id', 'question_type', 'question', 'answer'), f'{path}:{i + 1}')
-            records.append(r)
+        if not os.path.isfile(path):
+            raise SystemExit(f"eval: no eval file {path} (give --eval_file=, or --qa_dir= the QA folder now)")
+        try:
+            for i, r in enumerate(read_records(path)):
+                require(r, ('audio_id', 'reverb_id', 'question_type', 'question', 'answer'), f'{path}:{i + 1}')
+                records.append(r)
+        except (ValueError, KeyError) as e:  # read_records / require name the file and line
+            raise SystemExit(f"eval: {e.args[0]}") from None
+    if not records:
+        raise SystemExit(f"eval: {', '.join(files)} holds no QA items (expected JSONL records or the official "
+                         f"{{\"data\": [...]}} JSON)")
     records = records[:max_items] if max_items else records
     unknown = sorted({r['question_type'] for r in records} - set(TYPE_LETTER))
     if unknown:
         print(f"eval: {sum(r['question_type'] in unknown for r in records)} items of unknown types {unknown} skipped")
         records = [r for r in records if r['question_type'] in TYPE_LETTER]
+    if not records:
+        raise SystemExit(f"eval: no item of a known question type in {', '.join(files)}")
     if class_list:
         from sources import read_class_list
         classes = read_class_list(class_list)
@@ -332,20 +373,22 @@ if __name__ == '__main__':
                                                for lab in str(r['answer']).split('; ')})
     print(f"eval: {len(records)} items from {files}; {len(classes)} classes; {device}; "
           + (f'beam {beams}' if beams > 1 else 'greedy') + f', up to {max_new_tokens} new tokens')
+    check_audio_files(records, audio_root, reverb_root, 'eval')
 
     # encoder tokens (the training run's cache is reused when it saw the same items)
     cache_dir = os.path.join(out_dir if ck.get('slam') else os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
-    tokens, index = encoder_tokens(records, encoder, ck['base']['encoder'], audio_root, reverb_root, cache_dir, device,
+    tokens, index = encoder_tokens(records, encoder, ck['paths']['encoder'], audio_root, reverb_root, cache_dir, device,
                                    cfg['clip_seconds'], cfg.get('encode_batch_size', 16), pad=cfg.get('clip_pad', 'loop'))
     t_gen = time.time()
     preds = []
+    progress = Progress(len(records), 'eval: generated', unit='answers', share=0.1)  # ~10 lines
     for i in range(0, len(records), batch_size):
         chunk = records[i:i + batch_size]
         audio = tokens[index[i:i + batch_size]].to(device, torch.float32)
         prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in chunk]
         out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams)
         preds += [tok.decode(ids).strip() for ids in out]
-        print(f"eval: generated {len(preds)}/{len(records)}", flush=True)
+        progress.update(len(chunk))
     t_gen = time.time() - t_gen
     items = [{'id': r.get('question_id', n), 'type': r['question_type'], 'question': r['question'],
               'reference': str(r['answer']), 'prediction': p} for n, (r, p) in enumerate(zip(records, preds))]

@@ -32,6 +32,8 @@ hop = 320            # 10 ms at 32 kHz
 n_mels = 128
 fmin, fmax = 50.0, 14000.0  # Hz, the official mel range
 target_dbfs = -14.0  # dry sources are RMS-normalised to this (official --audio_normalize)
+min_seconds = 0.1    # shorter clips/recordings are refused: looped up to the clip length they are a buzz, not a sound
+silent_rms = 1e-5    # RMS below this (-100 dBFS) is silence: nothing to hear, and normalising would amplify dither
 mel_chunk = 16       # mel bins per block of the banded projection (a speed knob, any value gives the same numbers)
 chunk_frames = 256   # CPU path: frames (of all the clips together) per work item: big enough to amortise ~40 us of
                      # Python calls per item, small enough for its arrays to stay in cache
@@ -236,7 +238,8 @@ def _fix_zero_bins(ipd, X, mag, zero):
 # clips and IRs
 
 class BadClip(ValueError):
-    """A clip that must not be trained on (unreadable, empty, silent, non-finite). The message names the file."""
+    """A clip, recording or IR that must not be used (unreadable, empty, too short, silent, non-finite, wrong shape).
+    The message names the file and what was expected."""
 
 
 def _resample(x, sr_in, sr_out):
@@ -257,36 +260,89 @@ def fit_length(x, n, pad='loop'):
     return np.concatenate([x, np.zeros(n - len(x), dtype=x.dtype)])
 
 
-def load_clip(path, sample_rate=sample_rate, clip_seconds=10.0, pad='loop'):
-    """Any rate / channel count -> np.float32 (N,) mono (channel 0, as the official loader), resampled,
-    RMS -14 dBFS, looped or zero-padded / cropped to N = sample_rate * clip_seconds. Raises BadClip."""
+def read_audio(path):
+    """An audio file -> (np.float32 (N, C), rate). Raises BadClip naming the file: missing, not audio, empty,
+    non-finite."""
+    if not os.path.isfile(path):
+        raise BadClip(f'{path}: no such file')
     try:
         data, sr = sf.read(path, dtype='float32', always_2d=True)
     except Exception as e:  # soundfile raises several types for broken files
-        raise BadClip(f'{path}: unreadable ({type(e).__name__}: {e})') from None
+        raise BadClip(f'{path}: not an audio file soundfile can read ({type(e).__name__}: {e}); '
+                      f'expected WAV, FLAC or OGG') from None
     if data.size == 0:
         raise BadClip(f'{path}: empty (no samples)')
-    x = data[:, 0]
-    if not np.isfinite(x).all():
-        raise BadClip(f'{path}: non-finite samples (NaN or inf)')
-    x = _resample(x, sr, sample_rate)
+    if not np.isfinite(data).all():
+        raise BadClip(f'{path}: {int((~np.isfinite(data)).sum())} non-finite samples (NaN or inf); '
+                      f'expected finite audio')
+    return data, sr
+
+
+def check_level_and_length(path, x, sr):
+    """RMS of x (any shape, rate sr); raises BadClip if it is shorter than min_seconds or silent."""
+    n = x.shape[0]
+    if n < min_seconds * sr:
+        raise BadClip(f'{path}: too short ({n} samples = {1000 * n / sr:.1f} ms); at least {min_seconds} s expected')
     rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
-    if rms < 1e-5:  # below -100 dBFS: nothing to hear, and normalising would amplify dither into noise
-        raise BadClip(f'{path}: silent (RMS {rms:.2e})')
+    if rms < silent_rms:
+        raise BadClip(f'{path}: silent (RMS {rms:.2e}, below -100 dBFS); expected a recording with sound in it')
+    return rms
+
+
+def load_clip(path, sample_rate=sample_rate, clip_seconds=10.0, pad='loop'):
+    """Any rate / channel count -> np.float32 (N,) mono (channel 0, as the official loader), resampled,
+    RMS -14 dBFS, looped or zero-padded / cropped to N = sample_rate * clip_seconds. Raises BadClip."""
+    data, sr = read_audio(path)
+    x = _resample(data[:, 0], sr, sample_rate)
+    rms = check_level_and_length(path, x, sample_rate)
     x = x * np.float32(10 ** (target_dbfs / 20) / rms)
     return fit_length(x, int(round(sample_rate * clip_seconds)), pad).astype(np.float32)
 
 
+def load_binaural(path, sample_rate=sample_rate, clip_seconds=10.0, log=print):
+    """A 2-channel recording (left, right) -> np.float32 (2, N): resampled, level-normalised with ONE gain for both
+    ears (RMS over both to -14 dBFS, as dry sources are: the interaural level difference stays), looped / cropped to
+    N = sample_rate * clip_seconds. Each step that changes the input is logged; raises BadClip."""
+    data, sr = read_audio(path)
+    if data.shape[1] != 2:
+        raise BadClip(f"{path}: {data.shape[1]} channel(s); expected a binaural recording with 2 channels (left, "
+                      f"right). For a mono clip give --clip= with an impulse response --rir=")
+    if sr != sample_rate:
+        data = np.stack([_resample(data[:, c], sr, sample_rate) for c in range(2)], 1)
+        log(f"note: {path} is {sr} Hz; resampled to {sample_rate} Hz")
+    rms = check_level_and_length(path, data, sample_rate)
+    gain = 10 ** (target_dbfs / 20) / rms
+    log(f"note: {path} level-normalised by {20 * math.log10(gain):+.1f} dB (one gain for both ears) to "
+        f"{target_dbfs:g} dBFS RMS")
+    n = int(round(sample_rate * clip_seconds))
+    if len(data) < n:
+        log(f"note: {path} is {len(data) / sample_rate:.2f} s; looped {n / len(data):.1f} times to the "
+            f"{clip_seconds:g} s the model was trained on")
+    elif len(data) > n:
+        log(f"note: {path} is {len(data) / sample_rate:.2f} s; its first {clip_seconds:g} s are used")
+    x = np.stack([fit_length(data[:, c] * np.float32(gain), n) for c in range(2)])
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def load_rir(path):
-    """(2, L) float32 binaural IR (channel 0 = left ear); checks shape and finiteness."""
+    """(2, L) float32 binaural IR (channel 0 = left ear) from a .npy file; checks type, shape, finiteness, silence.
+    Raises BadClip (a ValueError) naming the file."""
+    if not os.path.isfile(path):
+        raise BadClip(f'{path}: no such IR file')
     try:
-        h = np.load(path)
+        h = np.load(path, allow_pickle=False)  # a pickled .npy could run code
     except Exception as e:
-        raise ValueError(f'{path}: cannot read IR ({type(e).__name__}: {e})') from None
+        raise BadClip(f'{path}: not a NumPy .npy array ({type(e).__name__}); expected a (2, L) float array '
+                         f'written by numpy.save (an IR in a WAV must be converted first)') from None
+    if not isinstance(h, np.ndarray) or not np.issubdtype(h.dtype, np.floating):
+        raise BadClip(f'{path}: IR of dtype {getattr(h, "dtype", type(h).__name__)}; expected float32 or float64 '
+                         f'samples of shape (2, L)')
     if h.ndim != 2 or h.shape[0] != 2 or h.shape[1] == 0:
-        raise ValueError(f'{path}: expected a binaural IR of shape (2, L), got {h.shape}')
+        raise BadClip(f'{path}: expected a binaural IR of shape (2, L) (left, right), got {h.shape}')
     if not np.isfinite(h).all():
-        raise ValueError(f'{path}: IR has non-finite values')
+        raise BadClip(f'{path}: IR has non-finite values (NaN or inf)')
+    if not np.abs(h).max() > 0:
+        raise BadClip(f'{path}: IR is all zeros (it would silence the source)')
     return h.astype(np.float32, copy=False)
 
 
@@ -346,6 +402,26 @@ def resolve_audio(audio_root, audio_id):
         if os.path.isfile(cand):
             return cand
     raise FileNotFoundError(f'audio_id {audio_id!r}: none of {base}[.wav|.flac] exists (audio_root {audio_root})')
+
+
+def check_audio_files(records, audio_root, reverb_root, script):
+    """Before any work: every clip and IR the records name exists (SystemExit naming the first missing ones and
+    how many, and the settings that say where they are)."""
+    missing, seen = [], set()
+    for r in records:
+        for a, h in ((r['audio_id'], r['reverb_id']), (r.get('audio_id2'), r.get('reverb_id2'))):
+            if a and (a, h) not in seen:
+                seen.add((a, h))
+                try:
+                    resolve_audio(audio_root, a)
+                except FileNotFoundError:
+                    missing.append(os.path.join(audio_root, a))
+                if h and not os.path.isfile(os.path.join(reverb_root, h)):
+                    missing.append(os.path.join(reverb_root, h))
+    if missing:
+        raise SystemExit(f"{script}: {len(missing)} audio/IR file(s) named by the QA items do not exist, e.g. "
+                         f"{missing[0]}; set --audio_root= (now {audio_root!r}) and --reverb_root= (now "
+                         f"{reverb_root!r}) to where they are")
 
 
 def qa_waveforms(records, audio_root, reverb_root, cache, device, sample_rate=sample_rate, clip_seconds=10.0):

@@ -3,9 +3,10 @@ SpatialSoundQA-style question/answer files from a sources list (sources.py) and 
 
 Writes `<out_dir>/{train,eval}.jsonl` (official fields audio_id, reverb_id, audio_id2, reverb_id2, question_id,
 question_type, question, answer, plus our `targets`: one dict per source, the source the question asks about
-(or the X of "is X ... Y") first), `<out_dir>/meta.json` (audio_root, reverb_root, classes, stages, counts, margins)
-and `<out_dir>/summary.md`. Answers follow docs/conventions.md exactly. No audio is read: items name clips and IRs, and
-the training scripts mix them on the fly (features.qa_waveforms: each source convolved with its own IR, averaged).
+(or the X of "is X ... Y") first), `<out_dir>/meta.json` (audio_root, reverb_root and sources, relative to out_dir;
+classes, stages, counts, margins) and `<out_dir>/summary.md`. Answers follow docs/conventions.md exactly. No audio is
+read: items name clips and IRs, and the training scripts mix them on the fly (features.qa_waveforms: each source
+convolved with its own IR, averaged).
 
 Rules (all documented in meta.json):
 - two-source items: same room and same listener (sensor_position), two different IRs whose sources are at least
@@ -356,10 +357,12 @@ if __name__ == '__main__':
     rooms = {s: {it['reverb_id'].split('/')[0] for it in out[s]} for s in out}
     if rooms['train'] & rooms['eval']:
         print(f"warning: {len(rooms['train'] & rooms['eval'])} room(s) appear in both train and eval IRs")
-    meta = {'audio_root': audio_root, 'reverb_root': os.path.join(os.path.abspath(render_dir), 'binaural'),
+    # paths relative to out_dir (common.stored_path), so the QA folder can move together with its audio
+    meta = {'audio_root': common.stored_path(audio_root, out_dir),
+            'reverb_root': common.stored_path(os.path.join(render_dir, 'binaural'), out_dir),
             'classes': sorted({lab for c in clips for lab in c['labels']}), 'stages': STAGES,
             'counts': {s: dict(collections.Counter(it['question_type'] for it in out[s])) for s in out},
-            'margins': margins, 'seed': seed, 'sources': os.path.abspath(sources)}
+            'margins': margins, 'seed': seed, 'sources': common.stored_path(sources, out_dir)}
     common.write_json(os.path.join(out_dir, 'meta.json'), meta)
     lines += [f'{time.time() - t0:.1f} s']
     common.write_text(os.path.join(out_dir, 'summary.md'), '\n'.join(lines) + '\n')

@@ -458,13 +458,40 @@ def soundspaces_rirs(scene, pairs, scene_dataset_config='', materials_json='', i
 OCTANTS = [(lr, fb, ab) for lr in ('left', 'right') for fb in ('front', 'behind') for ab in ('above', 'below')]
 
 
+ABSORPTION = (0.02, 0.99)  # the broadband absorption a room may take: a drawn RT60 outside what it gives is clipped
+MIN_ROOM = 1.2  # m, the smallest side: the listener keeps 0.5 m from the walls
+
+
+def check_ranges(room_min, room_max, rt60_min, rt60_max, max_order=0, ir_seconds=1.0, irs_per_room=1, n_rooms=(1, 1)):
+    """The render settings, checked before any work: raises ValueError naming the setting and the allowed range.
+    Returns (lo, hi): the RT60 range every room of the size range can reach (a drawn RT60 outside it is clipped)."""
+    for name, v in (('room_min', room_min), ('room_max', room_max)):
+        if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)):
+            raise ValueError(f"{name} must be 3 numbers [Lx, Ly, Lz] in metres (Ly = height), got {v!r}")
+        if min(v) < MIN_ROOM or not all(math.isfinite(x) for x in v):
+            raise ValueError(f"{name} {v}: each side must be at least {MIN_ROOM} m (and finite)")
+    if any(a > b for a, b in zip(room_min, room_max)):
+        raise ValueError(f"room_max {room_max} must be at least room_min {room_min} in every dimension")
+    if not (0 < rt60_min <= rt60_max):
+        raise ValueError(f"RT60 range rt60_min {rt60_min} .. rt60_max {rt60_max}: expected 0 < rt60_min <= rt60_max (s)")
+    if max_order < 0 or ir_seconds <= 0 or irs_per_room <= 0 or min(n_rooms) < 0:
+        raise ValueError(f"expected max_order >= 0 (got {max_order}), ir_seconds > 0 ({ir_seconds}), irs_per_room > 0 "
+                         f"({irs_per_room}), room counts >= 0 ({n_rooms})")
+    shortest, longest = eyring_rt60(room_min, ABSORPTION[1]), eyring_rt60(room_max, ABSORPTION[0])
+    if rt60_min > longest or rt60_max < shortest:
+        raise ValueError(f"RT60 range {rt60_min}-{rt60_max} s cannot be reached by rooms from {room_min} to {room_max} "
+                         f"m: with absorption {ABSORPTION[0]}-{ABSORPTION[1]} they give {shortest:.3f}-{longest:.2f} s")
+    return eyring_rt60(room_max, ABSORPTION[1]), eyring_rt60(room_min, ABSORPTION[0])
+
+
 def sample_room(rng, room_min, room_max, rt60_range, listener_height=1.6):
     """A shoebox, a broadband absorption giving an RT60 drawn log-uniformly in rt60_range (Eyring, clipped to
-    absorption 0.02..0.99), and a listener at head height, >= 0.5 m from the walls."""
+    absorption 0.02..0.99: a clipped room's alpha is exactly one of ABSORPTION), and a listener at head height,
+    >= 0.5 m from the walls."""
     dims = rng.uniform(room_min, room_max)
     volume, surface = dims.prod(), 2 * (dims[0] * dims[1] + dims[1] * dims[2] + dims[0] * dims[2])
     target = math.exp(rng.uniform(math.log(rt60_range[0]), math.log(rt60_range[1])))
-    alpha = float(np.clip(1 - math.exp(-24 * math.log(10) * volume / (SPEED_OF_SOUND * surface * target)), 0.02, 0.99))
+    alpha = float(np.clip(1 - math.exp(-24 * math.log(10) * volume / (SPEED_OF_SOUND * surface * target)), *ABSORPTION))
     height = min(listener_height + rng.uniform(-0.1, 0.1), dims[1] - 0.3)
     listener = np.array([rng.uniform(0.5, dims[0] - 0.5), height, rng.uniform(0.5, dims[2] - 0.5)])
     return dims, alpha, listener
@@ -535,7 +562,11 @@ if __name__ == '__main__':
     exec(open('configurator.py').read())
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    assert max_order >= 0 and ir_seconds > 0 and irs_per_room > 0 and 0 < rt60_min <= rt60_max
+    try:
+        every_room = check_ranges(room_min, room_max, rt60_min, rt60_max, max_order, ir_seconds, irs_per_room,
+                                  (n_train_rooms, n_eval_rooms))
+    except ValueError as e:
+        raise SystemExit(f"render: {e}") from None
     config = {k: globals()[k] for k in ['out_dir', 'seed', 'device', 'n_train_rooms', 'n_eval_rooms', 'irs_per_room',
                                         'room_min', 'room_max', 'rt60_min', 'rt60_max', 'max_order', 'ir_seconds',
                                         'head', 'air_absorption', 'tail', 'batch_size']}
@@ -559,6 +590,13 @@ if __name__ == '__main__':
                     continue
                 check_geometry(dims, alpha, lis, src)
                 plan.append(dict(split=split, room_id=room_id, room_index=i, k=k, dims=dims, alpha=alpha, lis=lis, src=src))
+    rooms = {(it['split'], it['room_index']): it['alpha'] for it in plan}
+    clipped = sum(a in ABSORPTION for a in rooms.values())
+    clip_note = (f"{clipped} of {len(rooms)} rooms could not reach the RT60 drawn for them (absorption clipped to "
+                 f"{ABSORPTION[0]}-{ABSORPTION[1]}; every room from {room_min} to {room_max} m reaches "
+                 f"{every_room[0]:.2f}-{every_room[1]:.2f} s); their RT60 in the index is what they have") if clipped else ''
+    if clip_note:
+        print(f"render: warning: {clip_note}")
     progress = Progress(len(plan), 'render', unit='IR')
     records = {'train': [], 'eval': []}
     for b0 in range(0, len(plan), batch_size):
@@ -587,6 +625,7 @@ if __name__ == '__main__':
     # summary.md: counts per split, distance class and octant, RT60 range, time
     lines = ["# render.py output", f"{seconds:.1f} s on {device}; IRs (2, {ir_len}) float32, 32 kHz, channel 0 = left; "
              f"sources that found no position (skipped): {skipped}", "config: " + json.dumps(config)]
+    lines += [f"RT60 warning: {clip_note}"] if clip_note else []
     for split, recs in records.items():
         rt = [r['rt60'] for r in recs] or [0.0]
         lines.append(f"## {split}: {len(recs)} IRs in {len({r['room_id'] for r in recs})} rooms, "

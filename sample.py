@@ -7,49 +7,49 @@ Ask a trained BAT a question about one binaural recording (or a dry clip placed 
     python sample.py --ckpt=BAT/model.pt --encoder_ckpt=SpatialAST/finetuned.pth --llm=Llama-2-7b-hf \
         --clip=dry.wav --rir=mp3d_reverb/binaural/<scene>/<k>.npy --question="..."   (the released BAT)
 
-The WAV must have two channels (left, right). Another sample rate is resampled to 32 kHz (with a note); the clip is
-looped/cropped to the length the model was trained on.
+The WAV must have two channels (left, right); it is level-normalised with one gain for both ears (RMS -14 dBFS, as
+the dry sources of the training data; the gain is printed), another sample rate is resampled to 32 kHz, and the
+recording is looped/cropped to the length the model was trained on (each with a note). Bad input (missing, not audio,
+empty, shorter than 0.1 s, silent, NaN/inf, wrong channel count, an IR that is not a (2, L) float .npy) stops with one
+sentence naming the file and a non-zero exit: no answer is given for audio the model cannot hear.
 """
-import math
 import os
-
-import numpy as np
 
 SAMPLE_RATE = 32000
 
 
 def read_binaural(path, clip_seconds, sample_rate=SAMPLE_RATE, log=print):
-    """A 2-channel audio file -> np.float32 (2, N) at sample_rate, looped/cropped to clip_seconds."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-    if not os.path.exists(path):
-        raise SystemExit(f"sample: no such file {path}")
-    x, sr = sf.read(path, dtype='float32', always_2d=True)  # (N, C)
-    if x.shape[1] != 2:
-        raise SystemExit(f"sample: {path} has {x.shape[1]} channel(s) ({'mono' if x.shape[1] == 1 else 'multi'}); "
-                         f"BAT needs a binaural (2-channel: left, right) recording. For a mono clip use --clip= with --rir=")
-    if sr != sample_rate:
-        g = math.gcd(sr, sample_rate)
-        x = resample_poly(x, sample_rate // g, sr // g, axis=0).astype(np.float32)
-        log(f"sample: note: {path} is {sr} Hz; resampled to {sample_rate} Hz")
-    n = int(round(clip_seconds * sample_rate))
-    reps = -(-n // max(len(x), 1))
-    return np.ascontiguousarray(np.tile(x, (reps, 1))[:n].T)  # (2, N)
+    """A 2-channel audio file -> np.float32 (2, N) at sample_rate, level-normalised, looped/cropped to clip_seconds."""
+    from features import BadClip, load_binaural
+    try:
+        return load_binaural(path, sample_rate, clip_seconds, log=lambda m: log(f"sample: {m}"))
+    except BadClip as e:
+        raise SystemExit(f"sample: {e}") from None
 
 
 def place_clip(clip, rir, clip_seconds, device, pad='loop'):
-    """A dry clip + a (2, L) IR -> (1, 2, N) binaural waveform, as the QA data are made (pad: 'loop' | 'zero')."""
+    """A dry mono clip + a (2, L) IR -> (1, 2, N) binaural waveform, as the QA data are made (pad: 'loop' | 'zero')."""
     import torch
-    from features import load_clip, load_rir, convolve_mix
-    dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds, pad)).to(device)
-    ir = torch.from_numpy(load_rir(rir)).to(device)
+    from features import BadClip, read_audio, load_clip, load_rir, convolve_mix
+    try:
+        data, sr = read_audio(clip)
+        if data.shape[1] != 1:
+            raise BadClip(f"{clip}: {data.shape[1]} channels; --clip= expects a dry mono clip (a binaural recording "
+                          f"goes in --wav= without --rir=)")
+        ir = torch.from_numpy(load_rir(rir)).to(device)
+        dry = torch.from_numpy(load_clip(clip, SAMPLE_RATE, clip_seconds, pad)).to(device)  # -14 dBFS, as the QA data
+        if len(data) < clip_seconds * sr:
+            print(f"sample: note: {clip} is {len(data) / sr:.2f} s; {'looped' if pad == 'loop' else 'zero-padded'} "
+                  f"to the {clip_seconds:g} s the model was trained on")
+    except BadClip as e:
+        raise SystemExit(f"sample: {e}") from None
     return convolve_mix(dry[None, None], ir[None, None], torch.ones(1, dtype=torch.long, device=device))
 
 # -----------------------------------------------------------------------------
 # config
 ckpt = 'out/demo/bat/ckpt.pt'  # train_bat.py checkpoint, or the released SLAM-LLM BAT model.pt
-encoder_ckpt = ''              # '' = the one the checkpoint names; else ours or the official finetuned.pth
-                               # (model.pt: required)
+encoder_ckpt = ''              # '' = the one the checkpoint names (resolved beside a moved run); else ours or the
+                               # official finetuned.pth (model.pt: required)
 llm = ''                       # '' = the one the checkpoint names; else a LLaMA-2 HF dir (model.pt: required)
 lora_alpha = 32.0              # model.pt only (it does not store alpha): the released recipe's 32
 wav = ''                       # a binaural (2-channel) audio file

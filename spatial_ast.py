@@ -15,13 +15,14 @@ No command line: this file is imported by train_encoder.py, train_bat.py, eval.p
     model = SpatialAST(ModelArgs(dim=192, depth=4, n_heads=3, n_frames=208, n_classes=10))
 """
 import math
-import os
 from dataclasses import dataclass, asdict
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from common import KIND_NAMES, checkpoint_kind, load_weights
 
 
 @dataclass
@@ -275,13 +276,6 @@ def clean_state_dict(sd):
     return out
 
 
-def read_file(path):
-    """torch.load with weights_only=True; argparse.Namespace allowed (the official finetuned.pth keeps its args)."""
-    import argparse
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
 def is_official(sd):
     """True for a Spatial-AST state dict without our model_args (the official finetuned.pth, after clean_state_dict)."""
     return 'cls_tokens' in sd and 'distance_head.weight' in sd
@@ -334,7 +328,7 @@ def load_official(model, sd, where='finetuned.pth'):
     """Load the official Spatial-AST `finetuned.pth` (a dict or path): every key of ours must be there with the
     same shape; only the official front-end tensors (checked, check_front_end) are allowed extra. Returns them."""
     if isinstance(sd, str):
-        where, sd = sd, read_file(sd)
+        where, sd = sd, load_weights(sd, 'official Spatial-AST weights')
     sd = clean_state_dict(sd)
     check_front_end(sd, where)
     ignored = sorted(k for k in sd if k.startswith(OFFICIAL_IGNORED))
@@ -352,7 +346,7 @@ def load_official(model, sd, where='finetuned.pth'):
 def load_audiomae(model, sd, verbose=True):
     """Partial load of an AudioMAE ViT-B checkpoint (strict=False as the official fine-tuning does): keys with the
     same name and shape load, the rest are reported. Returns {'loaded', 'skipped' (key: reason), 'new'}."""
-    sd = clean_state_dict(torch.load(sd, map_location='cpu', weights_only=False) if isinstance(sd, str) else sd)
+    sd = clean_state_dict(load_weights(sd, 'AudioMAE weights') if isinstance(sd, str) else sd)
     own = model.state_dict()
     loaded, skipped = {}, {}
     for k, v in sd.items():
@@ -377,20 +371,21 @@ def load_checkpoint(path, device='cpu', classes=None):
     """A train_encoder.py ckpt.pt, or the official finetuned.pth (sizes read off its shapes, official_args) ->
     (model in eval mode on device, the checkpoint dict). The official file names no classes: `classes` (the rows of
     class_labels_indices_subset.csv, in order) are kept in the returned dict when given."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'no encoder checkpoint at {path} (a train_encoder.py ckpt.pt or SpatialAST/finetuned.pth)')
-    ckpt = read_file(path)
-    sd = clean_state_dict(ckpt) if isinstance(ckpt, dict) else {}
-    if 'model_args' not in ckpt and is_official(sd):
+    ckpt = load_weights(str(path), 'encoder checkpoint')
+    kind = checkpoint_kind(ckpt)
+    if kind == 'spatial_ast':
+        sd = clean_state_dict(ckpt)
         args = official_args(sd)
         if classes is not None and len(classes) != args.n_classes:
             raise ValueError(f'{path}: the class head has {args.n_classes} rows, the class list {len(classes)}')
         model = SpatialAST(args)
         load_official(model, sd, path)
         return model.to(device).eval(), {'model_args': asdict(args), 'classes': classes, 'official': True}
-    for key in ('model', 'model_args'):
-        if key not in ckpt:
-            raise KeyError(f"{path}: neither a train_encoder.py checkpoint (no '{key}') nor the official finetuned.pth")
+    if kind != 'encoder':
+        hint = {'bat': f" (it was trained on the encoder {ckpt.get('base', {}).get('encoder')})",
+                'audiomae': ' (train_encoder.py --init_from= starts a fine-tune from it)'}.get(kind, '')
+        raise SystemExit(f"{path}: this is {KIND_NAMES[kind]}, not a Spatial-AST encoder checkpoint from "
+                         f"train_encoder.py or the official finetuned.pth{hint}")
     model = SpatialAST(ModelArgs(**ckpt['model_args']))
     model.load_state_dict(clean_state_dict(ckpt['model']), strict=True)
     return model.to(device).eval(), ckpt

@@ -14,9 +14,15 @@ and names the base weights it belongs on. With a LLaMA-2, prompt + answer are to
     python train_bat.py config/paper_bat.py config/paper_bat_curriculum.py --device=cuda   # our 3 stages
     torchrun --standalone --nproc_per_node=8 train_bat.py config/paper_bat.py   # DDP (add --fsdp=True to shard)
     python train_bat.py config/demo_bat.py --init_from=resume               # resume exactly where it stopped
+    python train_bat.py config/demo_bat.py --overwrite=True                 # start over in a folder holding a run
+
+Paths in the checkpoint (encoder, tokenizer, QA folder, audio and IR roots) are stored relative to out_dir: a run
+folder moved together with its inputs still loads, and eval.py / sample.py take --encoder_ckpt= etc. otherwise.
 """
 import json
 import os
+import shutil
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -25,7 +31,9 @@ import numpy as np
 import torch
 
 from bat import BAT, QFormerArgs, collate, batch_to, encoder_tokens, format_prompt, make_projector, build_llm
-from common import get_lr, read_records, require, atomic_write, stage_types, write_text
+from common import (KIND_NAMES, get_lr, read_records, require, atomic_write, stage_types, write_text, check_out_dir,
+                    checkpoint_kind, duration, found_path, load_weights, remove_stale_temps, stored_path)
+from features import check_audio_files
 
 QA_FIELDS = ('audio_id', 'reverb_id', 'question_type', 'question', 'answer')
 
@@ -141,6 +149,7 @@ eval_iters = 20                # batches per eval-loss estimate
 log_interval = 50
 always_save_checkpoint = True  # save at every eval (else only when eval loss improves); always at stage ends
 init_from = 'scratch'          # 'scratch' | 'resume' (from <out_dir>/ckpt.pt)
+overwrite = False              # True: a fresh run may replace the run already in out_dir (else that is refused)
 stop_after = 0                 # stop (with a checkpoint) after this many iterations in this run; 0 = run to the end
 device = 'auto'                # 'auto' | 'cpu' | 'cuda' | 'cuda:1' ...
 dtype = 'auto'                 # 'auto' (bfloat16 on capable GPUs, else float32) | 'float32' | 'bfloat16' | 'float16'
@@ -184,15 +193,21 @@ if __name__ == '__main__':
     stage_iters = stage_iters if stages == 3 else stage_iters[-1:]
     assert freeze_encoder or not cache_tokens, 'a trainable encoder needs cache_tokens=False'
     assert not fsdp or ddp, 'fsdp=True needs torchrun'
+    # nothing is written into out_dir until every input has been read and checked (a failed run leaves it as it was)
+    ckpt_path = check_out_dir(out_dir, init_from, overwrite, 'train_bat')
+    ck = load_weights(ckpt_path, 'checkpoint to resume') if init_from == 'resume' else None
+    if ck is not None and checkpoint_kind(ck) != 'bat':
+        raise SystemExit(f"train_bat: {ckpt_path} is {KIND_NAMES[checkpoint_kind(ck)]}, not a train_bat.py checkpoint")
     train_file = train_file or os.path.join(qa_dir, 'train.jsonl')
     eval_file = eval_file or os.path.join(qa_dir, 'eval.jsonl')
     meta_path = os.path.join(qa_dir, 'meta.json')
     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
-    audio_root = audio_root or meta.get('audio_root', '')
-    reverb_root = reverb_root or meta.get('reverb_root', '')
-    assert audio_root and reverb_root, f'no audio_root/reverb_root: set them, or give a qa_dir with meta.json'
+    audio_root = audio_root or found_path(meta.get('audio_root', ''), qa_dir)  # meta.json: relative to qa_dir
+    reverb_root = reverb_root or found_path(meta.get('reverb_root', ''), qa_dir)
+    if not (audio_root and reverb_root):
+        raise SystemExit(f"train_bat: no audio_root/reverb_root: set --audio_root= and --reverb_root=, or give a "
+                         f"--qa_dir= with meta.json (now {qa_dir})")
     log = print if master else (lambda *a, **k: None)
-    os.makedirs(out_dir, exist_ok=True)
     ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
     ctx = nullcontext() if dtype == 'float32' or fsdp else torch.autocast(device_type, dtype=ptdtype)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
@@ -200,20 +215,39 @@ if __name__ == '__main__':
     t_start = time.time()
 
     # data
-    train_records, eval_records = read_qa(train_file), read_qa(eval_file)
+    for path in (train_file, eval_file):
+        if not os.path.isfile(path):
+            raise SystemExit(f"train_bat: no QA file {path} (set --qa_dir=, or --train_file= / --eval_file=)")
+    try:
+        train_records, eval_records = read_qa(train_file), read_qa(eval_file)
+    except (ValueError, KeyError) as e:  # read_records / require name the file and line
+        raise SystemExit(f"train_bat: {e.args[0]}") from None
+    if not train_records:
+        raise SystemExit(f"train_bat: {train_file} holds no QA items")
+    check_audio_files(train_records + eval_records, audio_root, reverb_root, 'train_bat')
     n_all = len(train_records)
     train_records = subset_per_type(train_records, max_items_per_type, seed)
     types = [set(stage_types(k)) for k in (1, 2, 3)][-stages:]  # stages=1: the one-stage run on stage III
     log(f"train {len(train_records)} (of {n_all}) / eval {len(eval_records)} QA items; stage types: "
         + ' | '.join(','.join(sorted(t)) for t in types))
 
-    # tokenizer (trained here for the scratch LLM, on rank 0 only)
+    # tokenizer (trained here for the scratch LLM, on rank 0, in a temp folder: it goes into out_dir with the first
+    # checkpoint, so a run that fails before then leaves the folder's own tokenizer alone)
     tok_path = tokenizer or (os.path.join(out_dir, 'tokenizer.model') if llm == 'scratch'
                              else os.path.join(llm, 'tokenizer.model'))
-    if llm == 'scratch' and not tokenizer and master and not (init_from == 'resume' and os.path.exists(tok_path)):
-        llama.train_tokenizer(tokenizer_texts(train_records), os.path.join(out_dir, 'tokenizer'), vocab_size)
-    barrier()
-    tok = llama.Tokenizer(tok_path)
+    new_tok = llm == 'scratch' and not tokenizer and not (init_from == 'resume' and os.path.exists(tok_path))
+    tok_file = os.path.join(tempfile.mkdtemp(prefix='nanobat_tokenizer_'), 'tokenizer.model') if new_tok else tok_path
+    if new_tok and master:
+        llama.train_tokenizer(tokenizer_texts(train_records), tok_file[:-len('.model')], vocab_size)
+    if new_tok and ddp:  # the other ranks (maybe on other machines) get rank 0's file
+        blob = [open(tok_file, 'rb').read() if master else None]
+        dist.broadcast_object_list(blob, src=0)
+        if not master:
+            with open(tok_file, 'wb') as f:
+                f.write(blob[0])
+    if not os.path.isfile(tok_file):
+        raise SystemExit(f"train_bat: no tokenizer at {tok_file} (--tokenizer=, or tokenizer.model in --llm=)")
+    tok = llama.Tokenizer(tok_file)
     joint = joint_tokens or llm != 'scratch'  # LLaMA-2 checkpoints: tokenised as released
     train_tok = tokenize(train_records, tok, max_answer_tokens, joint)
     eval_tok = tokenize(eval_records, tok, max_answer_tokens, joint)
@@ -265,10 +299,8 @@ if __name__ == '__main__':
     trainable_names |= {k for k in model.state_dict() if k.startswith('encoder.')}  # + its BatchNorm statistics
     log(f"model: projector {sum(p.numel() for p in model.projector.parameters()) / 1e6:.2f}M, "
         f"LLM {lm.num_params() / 1e6:.2f}M; trainable {n_train / 1e6:.2f}M")
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     stage0, it0, best_val = 0, 0, float('inf')
     if init_from == 'resume':
-        ck = torch.load(ckpt_path, map_location='cpu', weights_only=False)
         missing, unexpected = model.load_state_dict(ck['model'], strict=False)
         assert not unexpected, f'{ckpt_path}: unexpected keys {unexpected[:5]}'
         assert not set(missing) & trainable_names, f'{ckpt_path}: trained weights missing'
@@ -341,19 +373,33 @@ if __name__ == '__main__':
         opt_state = get_optimizer_state_dict(raw, optimizer, options=full_sd)
         state = {k: v.detach().cpu() for k, v in full.items() if k in trainable_names}
         if master:
+            if new_tok:  # the new tokenizer goes in beside the checkpoint (a small file, rewritten each time)
+                atomic_write(tok_path, lambda f: f.write(open(tok_file, 'rb').read()), mode='wb')
             save_checkpoint(ckpt_path, {
                 'model': state, 'optimizer': opt_state, 'iter_num': sum(stage_iters[:stage]) + stage_iter,
                 'stage': stage, 'stage_iter': stage_iter, 'best_val_loss': val, 'config': config,
                 'model_args': {'projector': asdict(qargs), 'llm': llm_args},
-                'base': {'encoder': os.path.abspath(encoder_ckpt), 'llm': llm if llm == 'scratch' else os.path.abspath(llm),
-                         'tokenizer': os.path.abspath(tok_path)},
-                'classes': meta.get('classes') or enc_ckpt.get('classes'), 'qa_dir': os.path.abspath(qa_dir),
-                'audio_root': os.path.abspath(audio_root), 'reverb_root': os.path.abspath(reverb_root),
+                # paths relative to out_dir (common.stored_path): a run folder moved with its inputs still loads
+                'base': {'encoder': stored_path(encoder_ckpt, out_dir),
+                         'llm': llm if llm == 'scratch' else stored_path(llm, out_dir),
+                         'tokenizer': stored_path(tok_path, out_dir)},
+                'classes': meta.get('classes') or enc_ckpt.get('classes'), 'qa_dir': stored_path(qa_dir, out_dir),
+                'audio_root': stored_path(audio_root, out_dir), 'reverb_root': stored_path(reverb_root, out_dir),
             })
+
+    # every input is read: now out_dir may change
+    if master:
+        os.makedirs(out_dir, exist_ok=True)
+        for folder in (out_dir, cache_dir):
+            remove_stale_temps(folder, log)
+        if init_from != 'resume' and os.path.exists(ckpt_path):  # overwrite=True (check_out_dir)
+            os.remove(ckpt_path)
+            log(f"overwrite=True: removed the previous run's {ckpt_path}")
 
     # training: the curriculum
     model.train()
-    history, n_run = [], 0
+    history, n_run, t_loop = [], 0, time.time()
+    n_total = sum(stage_iters)  # iterations of the whole run (all stages)
     for stage in range(stage0, len(types)):
         if stop_after and n_run >= stop_after:
             break
@@ -388,8 +434,11 @@ if __name__ == '__main__':
             if it % log_interval == 0 or it == total:
                 dt = (time.time() - t0) / log_interval
                 t0 = time.time()
-                log(f"stage {stage + 1} iter {it}/{total}: loss {loss.item() * gradient_accumulation_steps:.4f}, "
-                    f"lr {lr:.2e}, {dt * 1000:.0f} ms/iter")
+                done = sum(stage_iters[:stage]) + it
+                eta = (n_total - done) * (time.time() - t_loop) / (n_run + 1)
+                log(f"stage {stage + 1} iter {it}/{total} (all stages {done}/{n_total}): loss "
+                    f"{loss.item() * gradient_accumulation_steps:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
+                    f"ETA {duration(eta)}")
             if it % eval_interval == 0 or it == total:
                 val = estimate_loss(eval_pool)
                 log(f"stage {stage + 1} iter {it}: eval loss {val:.4f}")
@@ -409,6 +458,8 @@ if __name__ == '__main__':
                  f"- eval loss (stage, iter, loss): {history}", f"- seconds: {time.time() - t_start:.0f}"]
         write_text(os.path.join(out_dir, 'summary.md'), '\n'.join(lines) + '\n')
         log(f"done in {time.time() - t_start:.0f}s -> {ckpt_path}")
+    if new_tok:
+        shutil.rmtree(os.path.dirname(tok_file), ignore_errors=True)
     if ddp:
         barrier()  # leave together: a rank tearing gloo down while another still writes has aborted at exit
         dist.destroy_process_group()

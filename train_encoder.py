@@ -14,6 +14,7 @@ run to run) and prints mAP / ER20 / MAE / DER beside a random predictor and a GC
     follows --class_list, e.g. class_labels_indices_subset.csv, or classes.txt beside the sources)
     CPU DDP (gloo):      torchrun --standalone --nproc_per_node=2 train_encoder.py config/demo_encoder.py --device=cpu
     resume:              python train_encoder.py config/demo_encoder.py --init_from=resume
+    start over:          python train_encoder.py config/demo_encoder.py --overwrite=True   (out_dir holds a run)
     evaluate on real clips it never heard (a manifest CSV of your own recordings, see sources.py):
         python sources.py --collection=manifest --path=my_clips/manifest.csv --out_dir=out/real_sources
         python train_encoder.py config/demo_encoder.py --init_from=resume --eval_only=True \\
@@ -38,7 +39,8 @@ import torch
 import torch.nn.functional as F
 
 import features
-from common import get_lr, mean_ap, targets_of, write_json, write_text, atomic_write
+from common import (KIND_NAMES, get_lr, mean_ap, targets_of, write_json, write_text, atomic_write, check_out_dir,
+                    checkpoint_kind, duration, load_weights, remove_stale_temps)
 from spatial_ast import (ModelArgs, SpatialAST, clean_state_dict, is_official, load_audiomae, load_official,
                          official_args)
 
@@ -356,6 +358,7 @@ class_list = ''                # the head's class order: a class CSV (class_labe
 render_dir = 'out/demo/rirs'   # folder with {train,eval}_reverberation.jsonl and binaural/
 init_from = 'scratch'          # 'scratch' | 'resume' (out_dir/ckpt.pt) | path: our ckpt.pt, official finetuned.pth, AudioMAE .pth
 eval_only = False              # True: evaluate and exit
+overwrite = False              # True: a fresh run may replace the run already in out_dir (else that is refused)
 eval_sources = ''              # '' | another sources JSONL scored (all its records) in eval rooms -> metrics_real.json
 eval_items = 512               # size of the fixed eval set (eval clips cycled, one seeded IR each)
 eval_batch_size = 64           # items per eval batch
@@ -432,21 +435,30 @@ if __name__ == '__main__':
     samples_per_iter = batch_size * gradient_accumulation_steps * world
     torch.manual_seed(seed)  # the same initial weights on every rank (DDP also broadcasts them)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    os.makedirs(out_dir, exist_ok=True)
     say = print if master else (lambda *a, **k: None)
+    # nothing is written into out_dir until the inputs are read and checked (a failed run leaves it as it was)
+    check_out_dir(out_dir, init_from, overwrite or eval_only, 'train_encoder')
     say(f'device {device} ({dtype}), world {world}, {samples_per_iter} samples/iter, {max_iters} iters')
 
-    # --- data ---
+    # --- the checkpoint to start from (its kind told from its keys), then the data ---
+    ckpt = None
+    resume_path = os.path.join(out_dir, 'ckpt.pt') if init_from == 'resume' else init_from
+    if init_from != 'scratch':
+        ckpt = load_weights(resume_path, '--init_from')
+        kind = checkpoint_kind(ckpt)
+        if kind not in ('encoder', 'spatial_ast', 'audiomae'):
+            raise SystemExit(f"train_encoder: --init_from={resume_path} is {KIND_NAMES[kind]}; expected 'resume', a "
+                             f"train_encoder.py checkpoint, the official Spatial-AST finetuned.pth or AudioMAE weights")
+        is_ours = kind == 'encoder'
+    for path in [sources, eval_sources] + [os.path.join(render_dir, f'{s}_reverberation.json') for s in ('train', 'eval')]:
+        if path and not (os.path.isfile(path) or os.path.isfile(path + 'l')):
+            raise SystemExit(f"train_encoder: no such file {path}; set --sources= (sources.py) and --render_dir= "
+                             f"(render.py) to where they are")
     assert clip_pad in ('loop', 'zero'), f"clip_pad must be 'loop' or 'zero', got {clip_pad!r}"
     cache = features.AudioCache(clip_pad)
     all_sources = features.read_sources(sources)
     train_sources = [s for s in all_sources if s.get('split', 'train') == 'train']
     train_rirs, eval_rirs = features.read_rirs(render_dir, 'train'), features.read_rirs(render_dir, 'eval')
-    ckpt = None
-    resume_path = os.path.join(out_dir, 'ckpt.pt') if init_from == 'resume' else init_from
-    if init_from != 'scratch':
-        ckpt = torch.load(resume_path, map_location='cpu', weights_only=False)
-        is_ours = isinstance(ckpt, dict) and 'model_args' in ckpt
     classes = ckpt['classes'] if ckpt is not None and is_ours else class_order(class_list, sources, train_sources)
     if eval_sources:
         eval_set_sources, metrics_name = features.read_sources(eval_sources), 'metrics_real.json'
@@ -537,15 +549,25 @@ if __name__ == '__main__':
                 'iter_num': iter_num, 'best_mae': best_mae, 'config': config, 'classes': classes, 'metrics': res}
         atomic_write(os.path.join(out_dir, 'ckpt.pt'), lambda f: torch.save(ckpt, f), mode='wb')
 
+    if master:
+        os.makedirs(out_dir, exist_ok=True)
+        remove_stale_temps(out_dir, say)
     if eval_only:
         if master:
             run_eval()
         raise SystemExit(0)
 
     # --- training loop ---
-    t_start = time.time()
+    t_start, iter_start = time.time(), iter_num
     t0, res = time.time(), None
     log_path = os.path.join(out_dir, 'train_log.jsonl')
+    if master and os.path.exists(log_path):  # resume: the rows past the checkpoint are redone; fresh: a new log
+        rows = open(log_path).read().splitlines(keepends=True) if init_from == 'resume' else []
+        kept = [r for r in rows if r.strip() and json.loads(r)['iter'] < iter_num]
+        if len(kept) < len(rows) or init_from != 'resume':
+            say(f"train_log.jsonl: {len(rows) - len(kept)} rows past the checkpoint (iter {iter_num}) dropped"
+                if init_from == 'resume' else "train_log.jsonl: an earlier run's log in out_dir replaced")
+        atomic_write(log_path, lambda f: f.writelines(kept))
     while True:
         lr = get_lr(iter_num, learning_rate, min_lr, warmup_iters, lr_decay_iters)
         for g in optimizer.param_groups:
@@ -591,9 +613,10 @@ if __name__ == '__main__':
             with open(log_path, 'a') as f:
                 f.write(json.dumps({'iter': iter_num, 'lr': lr, **parts}) + '\n')
             if iter_num % log_interval == 0:
-                print(f"iter {iter_num}: loss {parts['loss']:.4f} (bce {parts['bce']:.4f} dist {parts['dist']:.3f} "
-                      f"az {parts['az']:.3f} el {parts['el']:.3f}), lr {lr:.2e}, "
-                      f"{dt * 1000:.0f} ms/iter, {samples_per_iter / dt:.1f} samples/s", flush=True)
+                eta = (max_iters - iter_num - 1) * (t1 - t_start) / (iter_num + 1 - iter_start)
+                print(f"iter {iter_num}/{max_iters}: loss {parts['loss']:.4f} (bce {parts['bce']:.4f} dist "
+                      f"{parts['dist']:.3f} az {parts['az']:.3f} el {parts['el']:.3f}), lr {lr:.2e}, "
+                      f"{dt * 1000:.0f} ms/iter, {samples_per_iter / dt:.1f} samples/s, ETA {duration(eta)}", flush=True)
         iter_num += 1
 
     # --- wrap up ---

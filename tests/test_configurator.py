@@ -6,8 +6,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
+\"\"\"A stage script.
+
+    python stage.py --max_iters=5
+\"\"\"
 learning_rate = 6e-4  # float
-max_iters = 100       # int
+max_iters = 100       # int: a comment that goes on
+                      # on the next line
 device = 'cpu'        # str
 compile = False       # bool
 stage_iters = [1, 2, 3]
@@ -56,3 +61,16 @@ def test_missing_config_file(tmp_path):
 def test_flag_without_value(tmp_path):
     r = run(tmp_path, '--compile')
     assert r.returncode != 0 and '--compile' in r.stderr
+
+
+def test_help_prints_docstring_and_settings(tmp_path):
+    for flag in ('--help', '-h'):
+        r = run(tmp_path, '--max_iters=5', flag)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == 'A stage script.' and 'python stage.py --max_iters=5' in r.stdout
+        # each setting with its default (not the override: help comes first) and its whole comment
+        assert any(l.split() == ['--max_iters=100', 'int:', 'a', 'comment', 'that', 'goes', 'on', 'on', 'the', 'next',
+                                 'line'] for l in lines), r.stdout
+        assert any(l.strip() == "--stage_iters=[1, 2, 3]" for l in lines)
+        assert "--device='cpu'" in r.stdout and '--learning_rate=0.0006 float' in ' '.join(r.stdout.split())

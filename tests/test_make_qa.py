@@ -172,7 +172,8 @@ def test_binary_balanced_and_counts(qa):
     meta = json.loads((out / 'meta.json').read_text())
     assert meta['stages']['1'] == ['CLASSIFICATION', 'DOA'] and len(meta['stages']['3']) == 9
     assert meta['stages']['2'] == common.stage_types(2)
-    assert os.path.isdir(meta['reverb_root']) and os.path.isdir(meta['audio_root'])
+    assert not os.path.isabs(meta['reverb_root']) and not os.path.isabs(meta['audio_root'])  # the folder can move
+    assert os.path.isdir(out / meta['reverb_root']) and os.path.isdir(out / meta['audio_root'])
     assert 'Bell' in meta['classes'] and (out / 'summary.md').read_text().count('MIXUP_DIRECTION') >= 2
 
 

@@ -95,7 +95,7 @@ def test_train_resume_eval_sample(tiny, tmp_path):
     full, parts = tmp_path / 'full', tmp_path / 'parts'
     out = run(common + [f'--out_dir={full}'])
     assert 'stage 3 iter 3/3' in out and '=== stage 2/3' in out
-    ck = torch.load(full / 'ckpt.pt', weights_only=False)
+    ck = torch.load(full / 'ckpt.pt', weights_only=True)
     assert ck['stage'] == 3 and ck['iter_num'] == 7
     assert any(k.startswith('projector.') for k in ck['model']) and any(k.startswith('llm.') for k in ck['model'])
     # the same run, stopped in stage 2 and resumed, ends on the same weights
@@ -103,7 +103,7 @@ def test_train_resume_eval_sample(tiny, tmp_path):
     assert 'stopped at stage 2 iter 1' in out
     out = run(common + [f'--out_dir={parts}', '--init_from=resume'])
     assert 'resumed' in out and 'cache hit' in out
-    ck2 = torch.load(parts / 'ckpt.pt', weights_only=False)
+    ck2 = torch.load(parts / 'ckpt.pt', weights_only=True)
     for k, v in ck['model'].items():
         assert torch.equal(v, ck2['model'][k]), k
     # eval writes every metric key, for the model and the random answerer
@@ -136,7 +136,7 @@ def test_torchrun_two_processes(tiny, tmp_path):
                f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stage_iters=[1,1,2]', f'--out_dir={tmp_path}'] + TINY,
               env=env)
     assert 'stage 3 iter 2/2' in out
-    assert torch.load(tmp_path / 'ckpt.pt', weights_only=False)['stage'] == 3
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['stage'] == 3
 
 
 def test_uncached_trainable_encoder_one_stage(tiny, tmp_path):
@@ -146,8 +146,8 @@ def test_uncached_trainable_encoder_one_stage(tiny, tmp_path):
     out = run([PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stages=1', '--stage_iters=[2]',
                '--cache_tokens=False', '--freeze_encoder=False', f'--out_dir={tmp_path}'] + TINY)
     assert '=== stage 1/1' in out and 'MIXUP_DIRECTION' in out
-    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
-    base = torch.load(enc, weights_only=False)['model']
+    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    base = torch.load(enc, weights_only=True)['model']
     trained = {k[len('encoder.'):]: v for k, v in ck['model'].items() if k.startswith('encoder.')}
     assert trained and any(not torch.equal(v, base[k]) for k, v in trained.items())
     import bat
@@ -182,7 +182,7 @@ def test_torchrun_fsdp_lora_matches_ddp_and_resumes(tiny, tmp_path):
     for name, extra in (('ddp', []), ('fsdp', ['--fsdp=True'])):
         out = run(base + [f'--out_dir={tmp_path / name}'] + extra, env=env)
         assert 'stage 3 iter 2/2' in out
-        ck[name] = torch.load(tmp_path / name / 'ckpt.pt', weights_only=False)['model']
+        ck[name] = torch.load(tmp_path / name / 'ckpt.pt', weights_only=True)['model']
     assert set(ck['fsdp']) == set(ck['ddp'])
     assert all(k.startswith('projector.') or 'lora_' in k for k in ck['fsdp'])  # no frozen base weight saved
     lora_b = [k for k in ck['fsdp'] if k.endswith('lora_b')]
@@ -193,7 +193,7 @@ def test_torchrun_fsdp_lora_matches_ddp_and_resumes(tiny, tmp_path):
     run(base + [f'--out_dir={tmp_path / "parts"}', '--fsdp=True', '--stop_after=3'], env=env)
     out = run(base + [f'--out_dir={tmp_path / "parts"}', '--fsdp=True', '--init_from=resume'], env=env)
     assert 'resumed' in out
-    parts = torch.load(tmp_path / 'parts' / 'ckpt.pt', weights_only=False)['model']
+    parts = torch.load(tmp_path / 'parts' / 'ckpt.pt', weights_only=True)['model']
     for k, v in ck['fsdp'].items():
         assert torch.allclose(v, parts[k], atol=1e-6), k
 
@@ -206,5 +206,5 @@ def test_compile_switch(tiny, tmp_path):
     for flag in ('False', 'True'):
         out = run(base + [f'--out_dir={tmp_path / flag}', f'--compile={flag}'])
         assert 'stage 1 iter 1/1' in out
-        keys[flag] = set(torch.load(tmp_path / flag / 'ckpt.pt', weights_only=False)['model'])
+        keys[flag] = set(torch.load(tmp_path / flag / 'ckpt.pt', weights_only=True)['model'])
     assert keys['True'] == keys['False'] and not any('_orig_mod' in k for k in keys['True'])

@@ -232,4 +232,4 @@ def test_torchrun_two_ranks_cpu(tmp_path):
     stdout = run_script(common + ['--max_iters=5', '--init_from=resume'], nproc=2)
     sums = dict(re.findall(r'rank (\d) parameter checksum ([-+.0-9e]+)', stdout))
     assert sums['0'] == sums['1']
-    assert torch.load(tmp_path / 'd' / 'ckpt.pt', weights_only=False)['iter_num'] == 5
+    assert torch.load(tmp_path / 'd' / 'ckpt.pt', weights_only=True)['iter_num'] == 5
