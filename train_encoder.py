@@ -450,7 +450,9 @@ if __name__ == '__main__':
     priors = Priors(train_rirs, train_sources, classes)
     say(f'{len(train_sources)} train clips, {len(train_rirs)} train IRs, {len(classes)} classes; '
         f'eval: {len(eval_set_sources)} clips x {len(eval_rirs)} IRs -> {len(eval_items_list)} fixed items')
-    data = ClipIRData(train_sources, train_rirs, classes, cache, sample_rate, clip_seconds, rir_seconds,
+    assert len(train_sources) >= world, f'{len(train_sources)} training clips cannot be shared by {world} processes'
+    # this process's share of the clips (every world-th one, as a DistributedSampler): DDP ranks see disjoint data
+    data = ClipIRData(train_sources[rank::world], train_rirs, classes, cache, sample_rate, clip_seconds, rir_seconds,
                       mixup_prob, mixup_alpha, two_source_prob, two_source_spatial)
 
     # --- model ---
