@@ -462,7 +462,9 @@ if __name__ == '__main__':
     for stage in range(stage0, len(types)):
         if stop_after and n_run >= stop_after:
             break
-        pool = torch.tensor([i for i, r in enumerate(train_records) if r['question_type'] in types[stage]])
+        # this process's share of the items (every world-th one, as a DistributedSampler): DDP ranks see disjoint data
+        pool = torch.tensor([i for i, r in enumerate(train_records) if r['question_type'] in types[stage] and
+                             i % world == rank])
         weight = torch.tensor([per_type(type_weight, train_records[i]['question_type'], 1.0) for i in pool.tolist()],
                               dtype=torch.float)
         held = torch.tensor([other_side(train_records[i]) for i in pool.tolist()]) if one_sided else None
@@ -479,16 +481,23 @@ if __name__ == '__main__':
                 group['lr'] = lr
             # every step's randomness is a function of (seed, rank, stage, iter): resume is exact without RNG state
             torch.manual_seed(seed + 1000003 * rank + 7919 * stage + it)
+            micro_batches = []
             for micro in range(gradient_accumulation_steps):
                 w = weight * ~held if held is not None and it < one_sided * total else weight
                 pick = torch.multinomial(w, batch_size, replacement=True) if type_weight or held is not None else \
                     torch.randint(len(pool), (batch_size,))
                 idx = pool[pick].tolist()
-                audio, batch = get_batch('train', idx)
+                micro_batches.append(get_batch('train', idx))
+            n_answer = sum(int((b['targets'] != -1).sum()) for _, b in micro_batches)  # answer tokens of the step
+            step_loss = 0.0
+            for micro, (audio, batch) in enumerate(micro_batches):
                 sync = ddp and not fsdp and micro < gradient_accumulation_steps - 1
                 with (model.no_sync() if sync else nullcontext()), ctx:
-                    loss = model(audio, batch) / gradient_accumulation_steps
+                    # the model's loss is a mean over this micro-batch's answer tokens; weighted by its share of the
+                    # step's tokens, the micro-batches add up to the mean of one batch k times larger
+                    loss = model(audio, batch) * (int((batch['targets'] != -1).sum()) / n_answer)
                 scaler.scale(loss).backward()
+                step_loss += loss.item()
             if grad_clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -499,7 +508,7 @@ if __name__ == '__main__':
             if it % log_interval == 0 or it == total:
                 dt = (time.time() - t0) / log_interval
                 t0 = time.time()
-                log(f"stage {stage + 1} iter {it}/{total}: loss {loss.item() * gradient_accumulation_steps:.4f}, "
+                log(f"stage {stage + 1} iter {it}/{total}: loss {step_loss:.4f}, "
                     f"lr {lr:.2e}, {dt * 1000:.0f} ms/iter")
             if it % eval_interval == 0 or it == total:
                 val = estimate_loss(eval_pool)
