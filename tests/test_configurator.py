@@ -56,3 +56,23 @@ def test_missing_config_file(tmp_path):
 def test_flag_without_value(tmp_path):
     r = run(tmp_path, '--compile')
     assert r.returncode != 0 and '--compile' in r.stderr
+
+
+def test_every_config_file_belongs_to_a_stage_script():
+    """Each config/*.py sets only settings one of the stage scripts has (a stale or misspelt key is an error, since
+    the configurator runs config files as plain Python), with the default's type, read through configurator.py."""
+    import script_hooks as hooks
+    configs = sorted((ROOT / 'config').glob('*.py'))
+    assert configs
+    for config in configs:
+        name = str(config.relative_to(ROOT))
+        keys, owners = hooks.config_keys(name), hooks.owners(name)
+        if not owners:
+            unknown = {s: sorted(keys - set(hooks.script_settings(s))) for s in hooks.stage_scripts()}
+            raise AssertionError(f'{name}: no stage script has all of its settings; unknown per script: {unknown}')
+        for script in owners:
+            defaults, read = hooks.script_settings(script), hooks.read_config(script, name)
+            for k in keys:
+                if defaults[k] is not None and not (isinstance(defaults[k], float) and type(read[k]) is int):
+                    assert type(read[k]) is type(defaults[k]), f'{name}: {k} = {read[k]!r}, {script} expects ' \
+                                                               f'{type(defaults[k]).__name__}'
