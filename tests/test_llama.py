@@ -4,6 +4,7 @@ Run: python -m pytest -q tests/test_llama.py    (CPU, tiny random models, ~30 s)
 """
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def tiny_model(seed=0, **kw):
 
 def write_hf(path, n_kv_heads, shard=False, seed=0):
     """A random LLaMA checkpoint written by transformers itself; returns the HF model."""
-    transformers = pytest.importorskip('transformers')
+    import transformers
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
                                    num_key_value_heads=n_kv_heads, vocab_size=96, max_position_embeddings=128,
@@ -413,7 +414,6 @@ def test_lora_init_train_merge_save(tmp_path):
 
 
 def test_tokenizer_train_and_round_trip(tmp_path):
-    pytest.importorskip('sentencepiece')
     texts = ['Where is the sound coming from?', 'left, front, below; 1.5m', 'Dog; Bark', 'Is the dog to the left of '
              'the piano?', 'Yes', 'No', 'right, behind, above; 10m', 'What sound events can you hear?'] * 20
     path = llama.train_tokenizer(texts, tmp_path / 'tok', vocab_size=400)
@@ -434,3 +434,28 @@ def test_model_args_defaults_are_llama2_7b():
         m = Transformer(a)
     assert m.num_params() == 6_738_415_616 and len(m.state_dict()) == 291
     assert math.isclose(a.rope_theta, 10000.0)
+
+
+def test_lora_matches_peft(tmp_path):
+    """Our LoRA (rank 4, alpha 8 on wq, wv) equals peft's LoraConfig on q_proj, v_proj of the same transformers
+    model, weights copied by hand (q's B rows put in Meta's order with meta_rows): the scale alpha / r, where the
+    update goes, and that A comes first."""
+    import peft
+    hf = write_hf(tmp_path, n_kv_heads=2)
+    ours = apply_lora(load(tmp_path), rank=4, alpha=8, dropout=0.0)
+    hf = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                 target_modules=['q_proj', 'v_proj'])).eval()
+    own = dict(ours.named_parameters())
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if 'lora_' not in name:
+                continue
+            p.normal_(0, 0.3)  # peft starts B at zero: make both halves count
+            layer, proj, ab = re.search(r'layers\.(\d+)\.self_attn\.(q|v)_proj\.lora_(A|B)', name).groups()
+            w = p
+            if proj == 'q' and ab == 'B':
+                w = meta_rows(p, hf.config.num_attention_heads)
+            own[f'layers.{layer}.attention.w{proj}.lora_{ab.lower()}'].copy_(w)
+    x = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert (ours(x) - hf(input_ids=x).logits).abs().max() <= 1e-4

@@ -214,7 +214,7 @@ def test_same_seed_identical_files(qa):
 def test_official_records_load(tmp_path):
     """A record in the official SpatialSoundQA layout ({"data": [...]}, audio_id without extension) loads and mixes."""
     import soundfile as sf
-    features = pytest.importorskip('features')
+    import features
     (tmp_path / 'AudioSet' / 'eval' / 'audio').mkdir(parents=True)
     (tmp_path / 'mp3d_reverb' / 'binaural' / 'q9vSo1VnCiC').mkdir(parents=True)
     rng = np.random.default_rng(0)
