@@ -14,6 +14,7 @@ Writes <out_dir>/predictions.jsonl, metrics.json, table.md, summary.md and plots
 
     python eval.py config/demo_eval.py                                      # CPU demo (after train_bat.py)
     python eval.py --ckpt=out/bat/ckpt.pt --eval_file=data/eval-stage3-direction.json --beams=4 --device=cuda
+    python eval.py --predictions=out/eval/predictions.jsonl --out_dir=out/rescored     # score saved answers only
 """
 import math
 import os
@@ -296,6 +297,7 @@ batch_size = 32                # items per generation batch
 max_new_tokens = 32            # answer length cap (tokens)
 beams = 1                      # 1 = greedy (KV cache, batched) | 4 = beam search as the released recipe (slow)
 max_items = 0                  # 0 = all eval items; else the first N
+predictions = ''               # '' = generate answers with the model | a predictions.jsonl to score instead (no model)
 embedder = 'minilm'            # 'minilm' (all-MiniLM-L6-v2 text embeddings, the paper's way) | 'exact' (1/0 scores)
 plots = True                   # direction confusion + distance scatter PNGs (needs matplotlib)
 true_rows = False              # named_sources models: read the true positions (the items' targets) instead of the
@@ -315,50 +317,59 @@ if __name__ == '__main__':
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()
-    model, encoder, tok, ck = load_bat(ckpt, device)
-    cfg = ck['config']
-    files = eval_file.split(',') if eval_file else [os.path.join(ck['qa_dir'], 'eval.jsonl')]
-    audio_root, reverb_root = audio_root or ck['audio_root'], reverb_root or ck['reverb_root']
-    records = []
-    for path in files:
-        for i, r in enumerate(read_records(path)):
-            require(r, ('audio_id', 'reverb_id', 'question_type', 'question', 'answer'), f'{path}:{i + 1}')
-            records.append(r)
-    records = records[:max_items] if max_items else records
-    unknown = sorted({r['question_type'] for r in records} - set(TYPE_LETTER))
-    if unknown:
-        print(f"eval: {sum(r['question_type'] in unknown for r in records)} items of unknown types {unknown} skipped")
-        records = [r for r in records if r['question_type'] in TYPE_LETTER]
-    classes = ck.get('classes') or sorted({lab for r in records if TYPE_LETTER[r['question_type']] in 'AC'
-                                           for lab in str(r['answer']).split('; ')})
-    print(f"eval: {len(records)} items from {files}; {len(classes)} classes; {device}")
+    if predictions:  # score a predictions.jsonl (an earlier run's, or hand-made) without a model or audio
+        items = read_records(predictions)
+        for i, it in enumerate(items):
+            require(it, ('type', 'reference', 'prediction'), f'{predictions}:{i + 1}')
+        classes = sorted({lab for it in items if TYPE_LETTER.get(it['type']) in ('A', 'C')
+                          for lab in str(it['reference']).split('; ')})
+        t_gen = 0.0
+        print(f"eval: {len(items)} predictions from {predictions}; {len(classes)} classes")
+    else:
+        model, encoder, tok, ck = load_bat(ckpt, device)
+        cfg = ck['config']
+        files = eval_file.split(',') if eval_file else [os.path.join(ck['qa_dir'], 'eval.jsonl')]
+        audio_root, reverb_root = audio_root or ck['audio_root'], reverb_root or ck['reverb_root']
+        records = []
+        for path in files:
+            for i, r in enumerate(read_records(path)):
+                require(r, ('audio_id', 'reverb_id', 'question_type', 'question', 'answer'), f'{path}:{i + 1}')
+                records.append(r)
+        records = records[:max_items] if max_items else records
+        unknown = sorted({r['question_type'] for r in records} - set(TYPE_LETTER))
+        if unknown:
+            print(f"eval: {sum(r['question_type'] in unknown for r in records)} items of unknown types {unknown} skipped")
+            records = [r for r in records if r['question_type'] in TYPE_LETTER]
+        classes = ck.get('classes') or sorted({lab for r in records if TYPE_LETTER[r['question_type']] in 'AC'
+                                               for lab in str(r['answer']).split('; ')})
+        print(f"eval: {len(records)} items from {files}; {len(classes)} classes; {device}")
 
-    # encoder tokens (the training run's cache is reused when it saw the same items)
-    cache_dir = os.path.join(os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
-    tokens, index = encoder_tokens(records, encoder, ck['base']['encoder'], audio_root, reverb_root, cache_dir, device,
-                                   cfg['clip_seconds'], cfg.get('encode_batch_size', 16),
-                                   class_rows=model.named is not None)
-    if true_rows:
-        assert model.named is not None, 'true_rows=True needs a model trained with named_sources=True'
-        # true positions in the encoder's units (bat.NamedSources.from_true); the probabilities stay the encoder's
-        C, named = len(model.classes), model.name_index([r['question'] for r in records])
-        tokens = tokens[index]  # one row set per record (two records of one audio pair may name different sounds)
-        tokens[:, -C:] = model.named.from_true(tokens[:, -C:], true_class_rows(records, model.classes), named)
-        index = torch.arange(len(records))
-        print('eval: the named sources read the true positions (true_rows=True), not the encoder\'s')
-    t_gen = time.time()
-    preds = []
-    for i in range(0, len(records), batch_size):
-        chunk = records[i:i + batch_size]
-        audio = tokens[index[i:i + batch_size]].to(device, torch.float32)
-        prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in chunk]
-        out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams,
-                           named=model.name_index([r['question'] for r in chunk]))
-        preds += [tok.decode(ids).strip() for ids in out]
-        print(f"eval: generated {len(preds)}/{len(records)}", flush=True)
-    t_gen = time.time() - t_gen
-    items = [{'id': r.get('question_id', n), 'type': r['question_type'], 'question': r['question'],
-              'reference': str(r['answer']), 'prediction': p} for n, (r, p) in enumerate(zip(records, preds))]
+        # encoder tokens (the training run's cache is reused when it saw the same items)
+        cache_dir = os.path.join(os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
+        tokens, index = encoder_tokens(records, encoder, ck['base']['encoder'], audio_root, reverb_root, cache_dir, device,
+                                       cfg['clip_seconds'], cfg.get('encode_batch_size', 16),
+                                       class_rows=model.named is not None)
+        if true_rows:
+            assert model.named is not None, 'true_rows=True needs a model trained with named_sources=True'
+            # true positions in the encoder's units (bat.NamedSources.from_true); the probabilities stay the encoder's
+            C, named = len(model.classes), model.name_index([r['question'] for r in records])
+            tokens = tokens[index]  # one row set per record (two records of one audio pair may name different sounds)
+            tokens[:, -C:] = model.named.from_true(tokens[:, -C:], true_class_rows(records, model.classes), named)
+            index = torch.arange(len(records))
+            print('eval: the named sources read the true positions (true_rows=True), not the encoder\'s')
+        t_gen = time.time()
+        preds = []
+        for i in range(0, len(records), batch_size):
+            chunk = records[i:i + batch_size]
+            audio = tokens[index[i:i + batch_size]].to(device, torch.float32)
+            prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in chunk]
+            out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams,
+                               named=model.name_index([r['question'] for r in chunk]))
+            preds += [tok.decode(ids).strip() for ids in out]
+            print(f"eval: generated {len(preds)}/{len(records)}", flush=True)
+        t_gen = time.time() - t_gen
+        items = [{'id': r.get('question_id', n), 'type': r['question_type'], 'question': r['question'],
+                  'reference': str(r['answer']), 'prediction': p} for n, (r, p) in enumerate(zip(records, preds))]
 
     # random answerer, same items
     rng = random.Random(seed)
@@ -374,7 +385,7 @@ if __name__ == '__main__':
     metrics['mAP_scorer'] = 'all-MiniLM-L6-v2 cosine (paper: OpenAI text-embedding-3-small)' if emb is not None \
         else 'exact-match 1/0 class scores (fallback: text embedder unavailable)'
     metrics['decoding'] = f'beam {beams}' if beams > 1 else 'greedy'
-    metrics['ckpt'] = os.path.abspath(ckpt)
+    metrics['ckpt' if not predictions else 'predictions'] = os.path.abspath(predictions or ckpt)
     table = table13([('Random', 'P', metrics['random']), ('nanoBAT (ours)', 'B+P', metrics)])
     ref = table13(paper_rows())
     os.makedirs(out_dir, exist_ok=True)
