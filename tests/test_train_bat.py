@@ -124,6 +124,14 @@ def test_train_resume_eval_sample(tiny, tmp_path):
         assert k in m and k in m['random'] and m[k] is not None
     preds = [json.loads(line) for line in (ev / 'predictions.jsonl').read_text().splitlines()]
     assert len(preds) == 28 and set(preds[0]) == {'id', 'type', 'question', 'reference', 'prediction'}
+    # sample.py on an eval item (its clip and IR) answers what eval.py answered for it
+    recs = {r['question_id']: r for r in map(json.loads, (qa / 'eval.jsonl').read_text().splitlines())}
+    p = next(p for p in preds if p['type'] == 'DOA')
+    r = recs[p['id']]
+    out = run([PY, 'sample.py', f'--ckpt={full / "ckpt.pt"}', f'--clip={qa.parent / "sources" / r["audio_id"]}',
+               f'--rir={qa.parent / "rirs" / "binaural" / r["reverb_id"]}', f'--question={r["question"]}',
+               '--device=cpu'])
+    assert out.strip().splitlines()[-1] == f"answer: {p['prediction']}"
     # sample.py on a binaural wav made from a clip and an IR
     import soundfile as sf
     wav = tmp_path / 'x.wav'
@@ -135,6 +143,43 @@ def test_train_resume_eval_sample(tiny, tmp_path):
     p = subprocess.run([PY, 'sample.py', f'--ckpt={full / "ckpt.pt"}', f'--wav={tmp_path / "mono.wav"}',
                         '--question=Where?', '--device=cpu'], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and 'mono' in (p.stdout + p.stderr)
+
+
+def test_sample_hears_a_rendered_left_source_on_the_left(tiny, tmp_path):
+    """sample.py's direction path, where it is decidable without a trained model: for a noise source rendered 90
+    degrees to the left (KEMAR), both of sample.py's inputs (a binaural WAV; a dry clip + IR) give exactly the
+    waveform the training pipeline (features.qa_waveforms) makes of that item, so the same encoder tokens; and that
+    waveform is 'left': the left ear louder in every feature frame's log-mel and earlier by KEMAR's lateral ITD.
+    (A tiny BAT trained in seconds on a random encoder does not learn left from right -- its projector outputs for a
+    left and a right source differed by 0.2 %, so "answer: left" cannot be asked of it; eval.py/sample.py agreement
+    on a trained model is in test_train_resume_eval_sample.)"""
+    import soundfile as sf
+    import bat
+    import features
+    import render
+    import sample
+    import spatial_ast
+    _, enc = tiny
+    noise = np.random.default_rng(3).standard_normal(int(SR * CLIP)).astype(np.float32) * 0.1
+    sf.write(tmp_path / 'noise.wav', noise, SR)
+    lis = np.array([4.0, 1.6, 4.0])
+    np.save(tmp_path / 'left.npy', render.binaural_rir([8.0, 4.0, 8.0], 0.5, lis, lis + [-2.0, 0.0, 0.0], max_order=2,
+                                                       tail=False, ir_seconds=0.2))
+    train = features.qa_waveforms([{'audio_id': 'noise.wav', 'reverb_id': 'left.npy'}], str(tmp_path), str(tmp_path),
+                                  features.AudioCache(), 'cpu', clip_seconds=CLIP)  # (1, 2, N)
+    placed = sample.place_clip(str(tmp_path / 'noise.wav'), str(tmp_path / 'left.npy'), CLIP, 'cpu')
+    assert torch.allclose(placed, train, atol=1e-6)
+    sf.write(tmp_path / 'binaural.wav', train[0].numpy().T, SR, subtype='FLOAT')  # (N, 2): left, right
+    read = torch.from_numpy(sample.read_binaural(str(tmp_path / 'binaural.wav'), CLIP, log=lambda *a: None))[None]
+    assert torch.allclose(read, train, atol=1e-6)
+    left, right = read[0].double().numpy()
+    lag = int(np.argmax(np.correlate(right, left, 'full'))) - (len(left) - 1)  # > 0: the right ear hears it later
+    assert 0.5e-3 <= lag / SR <= 0.9e-3
+    feats = features.binaural_features(read)  # (1, 4, T, 128): log-mel L, log-mel R, IPD cos, sin
+    assert (feats[0, 0] - feats[0, 1]).mean(-1).min() > 0.5  # every frame: left louder (natural-log mel power)
+    encoder, _ = spatial_ast.load_checkpoint(enc, 'cpu')
+    encoder.eval()
+    assert torch.allclose(bat.encode_waveforms(encoder, read), bat.encode_waveforms(encoder, train), atol=1e-5)
 
 
 def test_named_sources_chain(tiny, tmp_path):
