@@ -239,7 +239,7 @@ def test_official_records_load(tmp_path):
 # gives a wrong answer here)
 
 def unit(t):
-    """(right, front, up) unit vector of a target: azimuth 0 = right, 90 = front (CONTRACTS §1)."""
+    """(right, front, up) unit vector of a target: azimuth 0 = right, 90 = front, elevation positive up."""
     az, el = math.radians(t['azimuth']), math.radians(t['elevation'])
     return math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)
 
