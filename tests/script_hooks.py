@@ -21,14 +21,13 @@ import runpy
 import sys
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def install(out):
     """Patch torch and features; returns a function that undoes it."""
+    import torch
+    import torch.nn.functional as F
     import features
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +103,7 @@ def install(out):
 
 def run_script(out, script, args):
     """Run ROOT/script as __main__ in this process with the hooks on (argv = args); restores what it changed."""
+    import torch
     undo = install(out)
     argv, cwd, threads = sys.argv, os.getcwd(), torch.get_num_threads()
     sys.argv = [script] + list(args)
@@ -119,6 +119,7 @@ def run_script(out, script, args):
 
 def read(out, rank=0, kind='clip'):
     """(items of that kind ('clip' or 'question'), backward records, first-step gradients) that rank wrote."""
+    import torch
     out = Path(out)
     rows = [json.loads(line) for line in (out / f'rank{rank}.jsonl').read_text().splitlines()] \
         if (out / f'rank{rank}.jsonl').exists() else []
