@@ -14,6 +14,7 @@ Writes <out_dir>/predictions.jsonl, metrics.json, table.md, summary.md and plots
 
     python eval.py config/demo_eval.py                                      # CPU demo (after train_bat.py)
     python eval.py --ckpt=out/bat/ckpt.pt --eval_file=data/eval-stage3-direction.json --device=cuda
+    python eval.py --predictions=out/eval/predictions.jsonl --out_dir=out/rescored     # score saved answers only
 The released BAT (SLAM-LLM model.pt: projector + LoRA only) on the released encoder and LLaMA-2, official files:
     python eval.py --ckpt=BAT/model.pt --encoder_ckpt=SpatialAST/finetuned.pth --llm=Llama-2-7b-hf \
         --eval_file=closed-end/stage3-mixup/eval-stage3-direction.json --audio_root=SpatialSoundQA/AudioSet \
@@ -317,6 +318,7 @@ max_new_tokens = 0             # answer length cap (tokens); 0 = 200 for a LLaMA
 beams = 0                      # 1 = greedy (KV cache, batched) | 4 = beam search as the released recipe (slow);
                                # 0 = 4 for a LLaMA-2 checkpoint, 1 for the scratch LLM
 max_items = 0                  # 0 = all eval items; else the first N
+predictions = ''               # '' = generate answers with the model | a predictions.jsonl to score instead (no model)
 embedder = 'minilm'            # 'minilm' (all-MiniLM-L6-v2 text embeddings, the paper's way) | 'exact' (1/0 scores)
 plots = True                   # direction confusion + distance scatter PNGs (needs matplotlib)
 device = 'auto'                # 'auto' | 'cpu' | 'cuda' ...
@@ -335,63 +337,72 @@ if __name__ == '__main__':
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()
-    model, encoder, tok, ck = load_bat(ckpt, device, encoder_ckpt, llm, lora_alpha)
-    cfg = ck['config']
-    pretrained = ck['base']['llm'] != 'scratch'  # a LLaMA-2: decode as the released recipe
-    beams = beams or (4 if pretrained else 1)
-    max_new_tokens = max_new_tokens or (200 if pretrained else 32)
-    if ck.get('slam') and not (eval_file and audio_root and reverb_root):
-        raise SystemExit(f'eval: {ckpt} is a SLAM-LLM checkpoint (no data paths in it): give --eval_file=, '
-                         f'--audio_root= (AudioSet folder) and --reverb_root= (mp3d_reverb/binaural)')
-    files = eval_file.split(',') if eval_file else [os.path.join(qa_dir or ck['paths']['qa_dir'], 'eval.jsonl')]
-    audio_root, reverb_root = audio_root or ck['paths']['audio_root'], reverb_root or ck['paths']['reverb_root']
-    records = []
-    for path in files:
-        if not os.path.isfile(path):
-            raise SystemExit(f"eval: no eval file {path} (give --eval_file=, or --qa_dir= the QA folder now)")
-        try:
-            for i, r in enumerate(read_records(path)):
-                require(r, ('audio_id', 'reverb_id', 'question_type', 'question', 'answer'), f'{path}:{i + 1}')
-                records.append(r)
-        except (ValueError, KeyError) as e:  # read_records / require name the file and line
-            raise SystemExit(f"eval: {e.args[0]}") from None
-    if not records:
-        raise SystemExit(f"eval: {', '.join(files)} holds no QA items (expected JSONL records or the official "
-                         f"{{\"data\": [...]}} JSON)")
-    records = records[:max_items] if max_items else records
-    unknown = sorted({r['question_type'] for r in records} - set(TYPE_LETTER))
-    if unknown:
-        print(f"eval: {sum(r['question_type'] in unknown for r in records)} items of unknown types {unknown} skipped")
-        records = [r for r in records if r['question_type'] in TYPE_LETTER]
-    if not records:
-        raise SystemExit(f"eval: no item of a known question type in {', '.join(files)}")
-    if class_list:
-        from sources import read_class_list
-        classes = read_class_list(class_list)
+    if predictions:  # score a predictions.jsonl (an earlier run's, or hand-made) without a model or audio
+        items = read_records(predictions)
+        for i, it in enumerate(items):
+            require(it, ('type', 'reference', 'prediction'), f'{predictions}:{i + 1}')
+        classes = sorted({lab for it in items if TYPE_LETTER.get(it['type']) in ('A', 'C')
+                          for lab in str(it['reference']).split('; ')})
+        t_gen = 0.0
+        print(f"eval: {len(items)} predictions from {predictions}; {len(classes)} classes")
     else:
-        classes = ck.get('classes') or sorted({lab for r in records if TYPE_LETTER[r['question_type']] in 'AC'
-                                               for lab in str(r['answer']).split('; ')})
-    print(f"eval: {len(records)} items from {files}; {len(classes)} classes; {device}; "
-          + (f'beam {beams}' if beams > 1 else 'greedy') + f', up to {max_new_tokens} new tokens')
-    check_audio_files(records, audio_root, reverb_root, 'eval')
+        model, encoder, tok, ck = load_bat(ckpt, device, encoder_ckpt, llm, lora_alpha)
+        cfg = ck['config']
+        pretrained = ck['base']['llm'] != 'scratch'  # a LLaMA-2: decode as the released recipe
+        beams = beams or (4 if pretrained else 1)
+        max_new_tokens = max_new_tokens or (200 if pretrained else 32)
+        if ck.get('slam') and not (eval_file and audio_root and reverb_root):
+            raise SystemExit(f'eval: {ckpt} is a SLAM-LLM checkpoint (no data paths in it): give --eval_file=, '
+                             f'--audio_root= (AudioSet folder) and --reverb_root= (mp3d_reverb/binaural)')
+        files = eval_file.split(',') if eval_file else [os.path.join(qa_dir or ck['paths']['qa_dir'], 'eval.jsonl')]
+        audio_root, reverb_root = audio_root or ck['paths']['audio_root'], reverb_root or ck['paths']['reverb_root']
+        records = []
+        for path in files:
+            if not os.path.isfile(path):
+                raise SystemExit(f"eval: no eval file {path} (give --eval_file=, or --qa_dir= the QA folder now)")
+            try:
+                for i, r in enumerate(read_records(path)):
+                    require(r, ('audio_id', 'reverb_id', 'question_type', 'question', 'answer'), f'{path}:{i + 1}')
+                    records.append(r)
+            except (ValueError, KeyError) as e:  # read_records / require name the file and line
+                raise SystemExit(f"eval: {e.args[0]}") from None
+        if not records:
+            raise SystemExit(f"eval: {', '.join(files)} holds no QA items (expected JSONL records or the official "
+                             f"{{\"data\": [...]}} JSON)")
+        records = records[:max_items] if max_items else records
+        unknown = sorted({r['question_type'] for r in records} - set(TYPE_LETTER))
+        if unknown:
+            print(f"eval: {sum(r['question_type'] in unknown for r in records)} items of unknown types {unknown} skipped")
+            records = [r for r in records if r['question_type'] in TYPE_LETTER]
+        if not records:
+            raise SystemExit(f"eval: no item of a known question type in {', '.join(files)}")
+        if class_list:
+            from sources import read_class_list
+            classes = read_class_list(class_list)
+        else:
+            classes = ck.get('classes') or sorted({lab for r in records if TYPE_LETTER[r['question_type']] in 'AC'
+                                                   for lab in str(r['answer']).split('; ')})
+        print(f"eval: {len(records)} items from {files}; {len(classes)} classes; {device}; "
+              + (f'beam {beams}' if beams > 1 else 'greedy') + f', up to {max_new_tokens} new tokens')
+        check_audio_files(records, audio_root, reverb_root, 'eval')
 
-    # encoder tokens (the training run's cache is reused when it saw the same items)
-    cache_dir = os.path.join(out_dir if ck.get('slam') else os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
-    tokens, index = encoder_tokens(records, encoder, ck['paths']['encoder'], audio_root, reverb_root, cache_dir, device,
-                                   cfg['clip_seconds'], cfg.get('encode_batch_size', 16), pad=cfg.get('clip_pad', 'loop'))
-    t_gen = time.time()
-    preds = []
-    progress = Progress(len(records), 'eval: generated', unit='answers', share=0.1)  # ~10 lines
-    for i in range(0, len(records), batch_size):
-        chunk = records[i:i + batch_size]
-        audio = tokens[index[i:i + batch_size]].to(device, torch.float32)
-        prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in chunk]
-        out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams)
-        preds += [tok.decode(ids).strip() for ids in out]
-        progress.update(len(chunk))
-    t_gen = time.time() - t_gen
-    items = [{'id': r.get('question_id', n), 'type': r['question_type'], 'question': r['question'],
-              'reference': str(r['answer']), 'prediction': p} for n, (r, p) in enumerate(zip(records, preds))]
+        # encoder tokens (the training run's cache is reused when it saw the same items)
+        cache_dir = os.path.join(out_dir if ck.get('slam') else os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
+        tokens, index = encoder_tokens(records, encoder, ck['paths']['encoder'], audio_root, reverb_root, cache_dir, device,
+                                       cfg['clip_seconds'], cfg.get('encode_batch_size', 16), pad=cfg.get('clip_pad', 'loop'))
+        t_gen = time.time()
+        preds = []
+        progress = Progress(len(records), 'eval: generated', unit='answers', share=0.1)  # ~10 lines
+        for i in range(0, len(records), batch_size):
+            chunk = records[i:i + batch_size]
+            audio = tokens[index[i:i + batch_size]].to(device, torch.float32)
+            prompts = [tok.encode(format_prompt(r['question']), bos=True, eos=False) for r in chunk]
+            out = model.answer(audio, prompts, tok.pad_id, tok.eos_id, max_new_tokens, beams)
+            preds += [tok.decode(ids).strip() for ids in out]
+            progress.update(len(chunk))
+        t_gen = time.time() - t_gen
+        items = [{'id': r.get('question_id', n), 'type': r['question_type'], 'question': r['question'],
+                  'reference': str(r['answer']), 'prediction': p} for n, (r, p) in enumerate(zip(records, preds))]
 
     # random answerer, same items
     rng = random.Random(seed)
@@ -407,7 +418,7 @@ if __name__ == '__main__':
     metrics['mAP_scorer'] = 'all-MiniLM-L6-v2 cosine (paper: OpenAI text-embedding-3-small)' if emb is not None \
         else 'exact-match 1/0 class scores (fallback: text embedder unavailable)'
     metrics['decoding'] = f'beam {beams}' if beams > 1 else 'greedy'
-    metrics['ckpt'] = os.path.abspath(ckpt)
+    metrics['ckpt' if not predictions else 'predictions'] = os.path.abspath(predictions or ckpt)
     table = table13([('Random', 'P', metrics['random']), ('nanoBAT (ours)', 'B+P', metrics)])
     ref = table13(paper_rows())
     os.makedirs(out_dir, exist_ok=True)

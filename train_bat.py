@@ -403,7 +403,9 @@ if __name__ == '__main__':
     for stage in range(stage0, len(types)):
         if stop_after and n_run >= stop_after:
             break
-        pool = torch.tensor([i for i, r in enumerate(train_records) if r['question_type'] in types[stage]])
+        # this process's share of the items (every world-th one, as a DistributedSampler): DDP ranks see disjoint data
+        pool = torch.tensor([i for i, r in enumerate(train_records) if r['question_type'] in types[stage] and
+                             i % world == rank])
         eval_pool = torch.tensor([i for i, r in enumerate(eval_records) if r['question_type'] in types[stage]])
         assert len(pool), f'stage {stage + 1}: no training items of types {sorted(types[stage])} in {train_file}'
         total = stage_iters[stage]
@@ -417,13 +419,20 @@ if __name__ == '__main__':
                 group['lr'] = lr
             # every step's randomness is a function of (seed, rank, stage, iter): resume is exact without RNG state
             torch.manual_seed(seed + 1000003 * rank + 7919 * stage + it)
+            micro_batches = []
             for micro in range(gradient_accumulation_steps):
                 idx = pool[torch.randint(len(pool), (batch_size,))].tolist()
-                audio, batch = get_batch('train', idx)
+                micro_batches.append(get_batch('train', idx))
+            n_answer = sum(int((b['targets'] != -1).sum()) for _, b in micro_batches)  # answer tokens of the step
+            step_loss = 0.0
+            for micro, (audio, batch) in enumerate(micro_batches):
                 sync = ddp and not fsdp and micro < gradient_accumulation_steps - 1
                 with (model.no_sync() if sync else nullcontext()), ctx:
-                    loss = model(audio, batch) / gradient_accumulation_steps
+                    # the model's loss is a mean over this micro-batch's answer tokens; weighted by its share of the
+                    # step's tokens, the micro-batches add up to the mean of one batch k times larger
+                    loss = model(audio, batch) * (int((batch['targets'] != -1).sum()) / n_answer)
                 scaler.scale(loss).backward()
+                step_loss += loss.item()
             if grad_clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -436,9 +445,8 @@ if __name__ == '__main__':
                 t0 = time.time()
                 done = sum(stage_iters[:stage]) + it
                 eta = (n_total - done) * (time.time() - t_loop) / (n_run + 1)
-                log(f"stage {stage + 1} iter {it}/{total} (all stages {done}/{n_total}): loss "
-                    f"{loss.item() * gradient_accumulation_steps:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
-                    f"ETA {duration(eta)}")
+                log(f"stage {stage + 1} iter {it}/{total} (all stages {done}/{n_total}): loss {step_loss:.4f}, "
+                    f"lr {lr:.2e}, {dt * 1000:.0f} ms/iter, ETA {duration(eta)}")
             if it % eval_interval == 0 or it == total:
                 val = estimate_loss(eval_pool)
                 log(f"stage {stage + 1} iter {it}: eval loss {val:.4f}")

@@ -468,8 +468,12 @@ if __name__ == '__main__':
     priors = Priors(train_rirs, train_sources, classes)
     say(f'{len(train_sources)} train clips, {len(train_rirs)} train IRs, {len(classes)} classes; '
         f'eval: {len(eval_set_sources)} clips x {len(eval_rirs)} IRs -> {len(eval_items_list)} fixed items')
-    data = ClipIRData(train_sources, train_rirs, classes, cache, sample_rate, clip_seconds, rir_seconds,
-                      mixup_prob, mixup_alpha, two_source_prob, two_source_spatial, roll_mag)
+    # the training clips: with sampler='random' each process draws from its own share (every world-th clip, as a
+    # DistributedSampler), so DDP ranks see disjoint data; the epoch samplers share one order out by rank themselves
+    assert len(train_sources) >= world, f'{len(train_sources)} training clips cannot be shared by {world} processes'
+    data = ClipIRData(train_sources[rank::world] if sampler == 'random' else train_sources, train_rirs, classes, cache,
+                      sample_rate, clip_seconds, rir_seconds, mixup_prob, mixup_alpha, two_source_prob,
+                      two_source_spatial, roll_mag)
     epoch_sampler = None
     if sampler != 'random':
         weights = [s.get('weight') for s in train_sources] if sampler == 'weighted' else None

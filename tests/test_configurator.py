@@ -74,3 +74,23 @@ def test_help_prints_docstring_and_settings(tmp_path):
                                  'line'] for l in lines), r.stdout
         assert any(l.strip() == "--stage_iters=[1, 2, 3]" for l in lines)
         assert "--device='cpu'" in r.stdout and '--learning_rate=0.0006 float' in ' '.join(r.stdout.split())
+
+
+def test_every_config_file_belongs_to_a_stage_script():
+    """Each config/*.py sets only settings one of the stage scripts has (a stale or misspelt key is an error, since
+    the configurator runs config files as plain Python), with the default's type, read through configurator.py."""
+    import script_hooks as hooks
+    configs = sorted((ROOT / 'config').glob('*.py'))
+    assert configs
+    for config in configs:
+        name = str(config.relative_to(ROOT))
+        keys, owners = hooks.config_keys(name), hooks.owners(name)
+        if not owners:
+            unknown = {s: sorted(keys - set(hooks.script_settings(s))) for s in hooks.stage_scripts()}
+            raise AssertionError(f'{name}: no stage script has all of its settings; unknown per script: {unknown}')
+        for script in owners:
+            defaults, read = hooks.script_settings(script), hooks.read_config(script, name)
+            for k in keys:
+                if defaults[k] is not None and not (isinstance(defaults[k], float) and type(read[k]) is int):
+                    assert type(read[k]) is type(defaults[k]), f'{name}: {k} = {read[k]!r}, {script} expects ' \
+                                                               f'{type(defaults[k]).__name__}'

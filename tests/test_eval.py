@@ -95,3 +95,45 @@ def test_embedder_scores_paraphrase_higher():
     s = ev.class_scores(['Dog; Bark', 'Music'], CLASSES, emb)
     assert s.shape == (2, 4)
     assert s[0, 1] > s[0, 2] and s[1, 3] > s[1, 0]
+
+
+def test_cli_scores_hand_made_predictions(tmp_path):
+    """eval.py end to end (--predictions: no model) on answers whose scores are worked out by hand."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    rows = [('CLASSIFICATION', 'Dog; Bark', 'Dog; Bark'), ('CLASSIFICATION', 'Speech', 'Speech'),
+            ('CLASSIFICATION', 'Music', '!!garbled'), ('CLASSIFICATION', 'Dog', 'Dog; Music'),
+            ('MIXUP_SINGLE_CLASSIFICATION', 'Speech', 'Music'), ('MIXUP_SINGLE_CLASSIFICATION', 'Music', 'Speech'),
+            ('DOA', 'left, front, below; 1.5m', 'left, front, below; 1.5m'),
+            ('DOA', 'left, front, below; 1.5m', 'left, front, above; 2m'),
+            ('DOA', 'right, behind, above; 3m', 'right, behind, above; 4m'),
+            ('DOA', 'right, behind, above; 3m', 'I do not know'),
+            ('MIXUP_SINGLE_DOA', 'left, behind, above; 3m', 'left, behind, above; 3m'),
+            ('MIXUP_SINGLE_DOA', 'left, behind, above; 3m', 'right, behind, above; 3.5m'),
+            ('MIXUP_DIRECTION', 'Yes', 'Yes'), ('MIXUP_DIRECTION', 'No', 'No'), ('MIXUP_DIRECTION', 'Yes', 'No'),
+            ('MIXUP_DIRECTION', 'No', 'maybe'), ('MIXUP_DISTANCE_BOTH', 'Yes', 'Yes'), ('MIXUP_DISTANCE_BOTH', 'No', 'No'),
+            ('MIXUP_NONBINARY_DIRECTION', 'left', 'right')]
+    preds = tmp_path / 'predictions.jsonl'
+    preds.write_text(''.join(json.dumps({'id': i, 'type': t, 'question': 'q', 'reference': r, 'prediction': p}) + '\n'
+                             for i, (t, r, p) in enumerate(rows)))
+    out = tmp_path / 'out'
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, 'eval.py', f'--predictions={preds}', f'--out_dir={out}', '--embedder=exact',
+                        '--plots=False'], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    m = json.loads((out / 'metrics.json').read_text())
+    # A: per-class AP with 1/0 scores: Bark, Dog, Speech 1; Music's one positive scored 0 and one negative 1 -> 1/4.
+    # C: Speech and Music each have their positive ranked below the other item -> 1/2.
+    # B: 2 of 4 with all three words right; distance off by > 0.5 m (or unreadable) in 2 of 4.
+    # D: 1 of 2 right; 0.5 m off is not an error. E: direction 2 of 4 ('maybe' is wrong), distance 2 of 2.
+    want = {'A_mAP': 81.25, 'C_mAP': 50.0, 'B_doa_acc': 50.0, 'B_der': 50.0, 'D_doa_acc': 50.0, 'D_der': 0.0,
+            'E_direction_ba': 50.0, 'E_distance_ba': 100.0, 'E_avg': 75.0}
+    assert {k: m[k] for k in want} == want
+    assert set(want) <= set(m['random']) and m['counts']['MIXUP_NONBINARY_DIRECTION'] == 1
+    assert m['details']['MIXUP_NONBINARY_DIRECTION']['exact_acc'] == 0.0
+    assert '| nanoBAT (ours) | B+P | 81.25 \\| 50.00 | 50.00 \\| 50.00 | 50.00 \\| 0.00 | 50.00 | 100.00 | 75.00 |' in \
+        (out / 'table.md').read_text()
+    written = [json.loads(line) for line in (out / 'predictions.jsonl').read_text().splitlines()]
+    assert [(w['type'], w['reference'], w['prediction']) for w in written] == rows

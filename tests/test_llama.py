@@ -4,6 +4,7 @@ Run: python -m pytest -q tests/test_llama.py    (CPU, tiny random models, ~30 s)
 """
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def tiny_model(seed=0, **kw):
 
 def write_hf(path, n_kv_heads, shard=False, seed=0):
     """A random LLaMA checkpoint written by transformers itself; returns the HF model."""
-    transformers = pytest.importorskip('transformers')
+    import transformers
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
                                    num_key_value_heads=n_kv_heads, vocab_size=96, max_position_embeddings=128,
@@ -271,37 +272,66 @@ def test_loss_only_equals_full_loss_and_gradients():
         assert torch.allclose(a, p.grad, atol=1e-6)
 
 
-def meta_from_hf(hf_model, path, n_shards=2):
-    """Write a transformers model as Meta's layout: Meta names, Meta q/k order, split like model parallelism."""
+# Meta's layout, written out from the LLaMA-2 reference code (llama/model.py of Meta's release), not from llama.py:
+# every weight there is a fairscale model-parallel layer, and consolidated.0N.pth holds rank N's slice of it.
+#   tok_embeddings: ParallelEmbedding(vocab, dim)       -> split along the embedding dim: weight dim 1
+#   attention.wq/wk/wv: ColumnParallelLinear(dim, out)  -> split along the outputs: weight (out, in) dim 0
+#   attention.wo: RowParallelLinear(in, dim)            -> split along the inputs: weight dim 1
+#   feed_forward.w1/w3: ColumnParallelLinear (dim 0); feed_forward.w2: RowParallelLinear (dim 1)
+#   output: ColumnParallelLinear(dim, vocab)            -> dim 0; the RMSNorm weights are whole on every rank
+REFERENCE_SPLIT = {'tok_embeddings.weight': 1, 'output.weight': 0, 'attention.wq.weight': 0, 'attention.wk.weight': 0,
+                   'attention.wv.weight': 0, 'attention.wo.weight': 1, 'feed_forward.w1.weight': 0,
+                   'feed_forward.w3.weight': 0, 'feed_forward.w2.weight': 1}
+HF_TO_META = {'model.embed_tokens.weight': 'tok_embeddings.weight', 'model.norm.weight': 'norm.weight',
+              'lm_head.weight': 'output.weight', 'self_attn.q_proj.weight': 'attention.wq.weight',
+              'self_attn.k_proj.weight': 'attention.wk.weight', 'self_attn.v_proj.weight': 'attention.wv.weight',
+              'self_attn.o_proj.weight': 'attention.wo.weight', 'mlp.gate_proj.weight': 'feed_forward.w1.weight',
+              'mlp.up_proj.weight': 'feed_forward.w3.weight', 'mlp.down_proj.weight': 'feed_forward.w2.weight',
+              'input_layernorm.weight': 'attention_norm.weight', 'post_attention_layernorm.weight': 'ffn_norm.weight'}
+
+
+def meta_rows(w, n_heads):
+    """HF q/k rows -> Meta's. Meta rotates the pairs (2i, 2i+1) of each head, HF's rotate_half the pairs
+    (i, i + head_dim / 2), both by the angle pos * theta^(-2i / head_dim): so Meta row 2i of a head is HF row i and
+    Meta row 2i + 1 is HF row i + head_dim / 2 (written by index here, independently of llama.unpermute_qk)."""
+    hd = w.shape[0] // n_heads
+    order = [h * hd + (j // 2 if j % 2 == 0 else hd // 2 + j // 2) for h in range(n_heads) for j in range(hd)]
+    return w[order]
+
+
+def write_meta_by_reference_rules(hf_model, path, n_shards):
     cfg = hf_model.config
-    sd = {}
+    full = {}
     for k, v in hf_model.state_dict().items():
         if 'rotary_emb' in k:
             continue
-        ours = llama.hf_to_meta_key(k)
-        if ours.endswith('attention.wq.weight'):
-            v = unpermute_qk(v, cfg.num_attention_heads)
-        elif ours.endswith('attention.wk.weight'):
-            v = unpermute_qk(v, cfg.num_key_value_heads)
-        sd[ours] = v.clone()
-    for i in range(n_shards):
-        shard = {'rope.freqs': torch.zeros(8)}
-        for k, v in sd.items():
-            dim = llama.META_SPLIT.get(k.split('.')[-2])
-            shard[k] = v if dim is None else v.chunk(n_shards, dim=dim)[i].clone()
-        torch.save(shard, path / f'consolidated.{i:02d}.pth')
+        parts = k.split('.')
+        name = HF_TO_META[k] if k in HF_TO_META else f'layers.{parts[2]}.' + HF_TO_META['.'.join(parts[3:])]
+        if name.endswith('attention.wq.weight'):
+            v = meta_rows(v, cfg.num_attention_heads)
+        elif name.endswith('attention.wk.weight'):
+            v = meta_rows(v, cfg.num_key_value_heads)
+        full[name] = v
+    for rank in range(n_shards):
+        shard = {'rope.freqs': torch.zeros(8)}  # Meta's files carry this buffer; loaders ignore it
+        for name, v in full.items():
+            dim = REFERENCE_SPLIT.get(name.split('.', 2)[-1] if name.startswith('layers.') else name)
+            shard[name] = v.clone() if dim is None else v.chunk(n_shards, dim)[rank].clone()
+        torch.save(shard, path / f'consolidated.{rank:02d}.pth')
     params = dict(dim=cfg.hidden_size, n_layers=cfg.num_hidden_layers, n_heads=cfg.num_attention_heads,
                   n_kv_heads=cfg.num_key_value_heads, multiple_of=32, norm_eps=cfg.rms_norm_eps, vocab_size=-1)
     (path / 'params.json').write_text(json.dumps(params))
 
 
-def test_meta_layout_round_trip(hf_pair, tmp_path):
-    hf, ours, _ = hf_pair
-    meta_from_hf(hf, tmp_path)  # intermediate 192 = Meta's formula for dim 64, multiple_of 32
+@pytest.mark.parametrize('n_shards', [1, 2])
+def test_meta_checkpoint_by_reference_rules_matches_transformers(hf_pair, tmp_path, n_shards):
+    """Meta shards made from the transformers model by the reference code's rules load to the same logits."""
+    hf, _, _ = hf_pair
+    write_meta_by_reference_rules(hf, tmp_path, n_shards)  # intermediate 192 = Meta's formula for dim 64, multiple_of 32
     m = load(tmp_path)
-    x = torch.randint(0, 96, (2, 16))
+    x = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        assert (m(x) - ours(x)).abs().max() <= 1e-5
+        assert (m(x) - hf(x).logits).abs().max() <= 1e-4
 
 
 def test_load_bf16_without_fp32_copy(hf_pair):
@@ -384,7 +414,6 @@ def test_lora_init_train_merge_save(tmp_path):
 
 
 def test_tokenizer_train_and_round_trip(tmp_path):
-    pytest.importorskip('sentencepiece')
     texts = ['Where is the sound coming from?', 'left, front, below; 1.5m', 'Dog; Bark', 'Is the dog to the left of '
              'the piano?', 'Yes', 'No', 'right, behind, above; 10m', 'What sound events can you hear?'] * 20
     path = llama.train_tokenizer(texts, tmp_path / 'tok', vocab_size=400)
@@ -405,3 +434,28 @@ def test_model_args_defaults_are_llama2_7b():
         m = Transformer(a)
     assert m.num_params() == 6_738_415_616 and len(m.state_dict()) == 291
     assert math.isclose(a.rope_theta, 10000.0)
+
+
+def test_lora_matches_peft(tmp_path):
+    """Our LoRA (rank 4, alpha 8 on wq, wv) equals peft's LoraConfig on q_proj, v_proj of the same transformers
+    model, weights copied by hand (q's B rows put in Meta's order with meta_rows): the scale alpha / r, where the
+    update goes, and that A comes first."""
+    import peft
+    hf = write_hf(tmp_path, n_kv_heads=2)
+    ours = apply_lora(load(tmp_path), rank=4, alpha=8, dropout=0.0)
+    hf = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                 target_modules=['q_proj', 'v_proj'])).eval()
+    own = dict(ours.named_parameters())
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if 'lora_' not in name:
+                continue
+            p.normal_(0, 0.3)  # peft starts B at zero: make both halves count
+            layer, proj, ab = re.search(r'layers\.(\d+)\.self_attn\.(q|v)_proj\.lora_(A|B)', name).groups()
+            w = p
+            if proj == 'q' and ab == 'B':
+                w = meta_rows(p, hf.config.num_attention_heads)
+            own[f'layers.{layer}.attention.w{proj}.lora_{ab.lower()}'].copy_(w)
+    x = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert (ours(x) - hf(input_ids=x).logits).abs().max() <= 1e-4

@@ -215,7 +215,7 @@ def test_same_seed_identical_files(qa):
 def test_official_records_load(tmp_path):
     """A record in the official SpatialSoundQA layout ({"data": [...]}, audio_id without extension) loads and mixes."""
     import soundfile as sf
-    features = pytest.importorskip('features')
+    import features
     (tmp_path / 'AudioSet' / 'eval' / 'audio').mkdir(parents=True)
     (tmp_path / 'mp3d_reverb' / 'binaural' / 'q9vSo1VnCiC').mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -232,3 +232,139 @@ def test_official_records_load(tmp_path):
     wav = features.qa_waveforms(recs, str(tmp_path / 'AudioSet'), str(tmp_path / 'mp3d_reverb' / 'binaural'),
                                 features.AudioCache(), 'cpu', clip_seconds=0.5)
     assert wav.shape == (2, 2, 16000) and bool(wav.abs().sum() > 0)
+
+
+# -----------------------------------------------------------------------------
+# the meaning of every phrasing, read as English and checked against the sources' `targets` with geometry written
+# here (nothing from make_qa's phrase tables: a swapped phrase or a template that puts X and Y the wrong way round
+# gives a wrong answer here)
+
+def unit(t):
+    """(right, front, up) unit vector of a target: azimuth 0 = right, 90 = front, elevation positive up."""
+    az, el = math.radians(t['azimuth']), math.radians(t['elevation'])
+    return math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)
+
+
+def xyz(t):
+    return np.array(unit(t)) * t['distance']
+
+
+# "X is <phrase> Y" as a comparison of one number of X and Y: (what, sign) means sign * (what(X) - what(Y)) > 0
+LATERAL, FRONTAL, UP = (lambda t: unit(t)[0]), (lambda t: unit(t)[1]), (lambda t: t['elevation'])
+FAR = lambda t: t['distance']
+RELATION = {'to the left of': (LATERAL, -1), 'to the right of': (LATERAL, 1), 'in front of': (FRONTAL, 1),
+            'behind': (FRONTAL, -1), 'above': (UP, 1), 'below': (UP, -1), 'closer to you than': (FAR, -1),
+            'farther from you than': (FAR, 1)}
+CHOICE = {'to the left or to the right of': (LATERAL, 'right', 'left'), 'in front of or behind': (FRONTAL, 'front', 'behind'),
+          'above or below': (UP, 'above', 'below')}  # (what, word if X's is larger, word if smaller)
+EXTREME = {'more to the left': (LATERAL, -1), 'more to the right': (LATERAL, 1), 'more to the front': (FRONTAL, 1),
+           'more to the back': (FRONTAL, -1), 'higher': (UP, 1), 'lower': (UP, -1), 'closer to you': (FAR, -1),
+           'farther from you': (FAR, 1)}
+SIDE = {'on your left': (LATERAL, -1), 'on your right': (LATERAL, 1), 'in front of you': (FRONTAL, 1),
+        'behind you': (FRONTAL, -1), 'above you': (UP, 1), 'below you': (UP, -1)}
+
+
+def find_phrase(question, table):
+    """The (longest) phrase of table in the question and where it starts."""
+    hits = [(m.start(), p) for p in table for m in re.finditer(r'\b' + re.escape(p) + r'\b', question)]
+    assert hits, f'no phrase of {sorted(table)} in {question!r}'
+    start = max(hits, key=lambda h: len(h[1]))[0]
+    return max((p for s, p in hits if s == start), key=len), start
+
+
+def subject_and_object(question, targets, at):
+    """English: the subject is the sound named last before the relation phrase ("Is the X left of the Y?",
+    "Compared with the Y, is the X left of it?")."""
+    def last_before(t):
+        spots = [m.start() for m in re.finditer(r'\bthe ' + re.escape(t['labels'][0].lower()) + r'\b', question.lower())]
+        before = [s for s in spots if s < at]
+        return max(before) if before else -1
+    a, b = targets
+    assert last_before(a) >= 0 or last_before(b) >= 0, question
+    return (a, b) if last_before(a) > last_before(b) else (b, a)
+
+
+def direction_words_of(t, tol_deg=1.0):
+    """The three words of a DoA answer, each as a set (both words within tol_deg of a dividing plane: the targets'
+    angles are rounded to whole degrees)."""
+    r, f, _ = unit(t)
+    tol = math.sin(math.radians(tol_deg))
+    pick = lambda v, pos, neg: {pos} if v > tol else {neg} if v < -tol else {pos, neg}
+    return pick(r, 'right', 'left'), pick(f, 'front', 'behind'), pick(t['elevation'] / tol_deg * tol, 'above', 'below')
+
+
+def distance_text_ok(text, metres, slack=0.0):
+    m = re.fullmatch(r'(\d+(?:\.5)?)m', text)
+    return m is not None and abs(float(m.group(1)) - metres) <= 0.25 + slack + 1e-9
+
+
+def check_meaning(r):
+    q, ans, ts = r['question'], r['answer'], r['targets']
+    qt, labels = r['question_type'], ['; '.join(t['labels']) for t in ts]
+    if qt == 'CLASSIFICATION':
+        assert len(ts) == 1 and ans == labels[0]
+    elif qt in ('DOA', 'MIXUP_SINGLE_DOA'):
+        t = ts[0]
+        if qt == 'MIXUP_SINGLE_DOA':  # the source the question names
+            t = [t for t in ts if re.search(r'\bthe ' + re.escape(t['labels'][0].lower()) + r'\b', q.lower())]
+            assert len(t) == 1, q
+            t = t[0]
+        words, dist = ans.split('; ')
+        assert all(w in allowed for w, allowed in zip(words.split(', '), direction_words_of(t))), (q, ans, t)
+        assert distance_text_ok(dist, t['distance']), (ans, t)
+    elif qt == 'MIXUP_SINGLE_CLASSIFICATION':
+        what, sign = SIDE[find_phrase(q, SIDE)[0]]
+        there = [lab for t, lab in zip(ts, labels) if sign * what(t) > 0]
+        assert there == [ans], (q, ans, ts)
+    elif qt in ('MIXUP_DIRECTION', 'MIXUP_DISTANCE_BOTH'):
+        phrase, at = find_phrase(q, RELATION)
+        x, y = subject_and_object(q, ts, at)
+        what, sign = RELATION[phrase]
+        assert ans == ('Yes' if sign * (what(x) - what(y)) > 0 else 'No'), (q, ans, x, y)
+    elif qt == 'MIXUP_NONBINARY_DIRECTION':
+        phrase, at = find_phrase(q, CHOICE)
+        x, y = subject_and_object(q, ts, at)
+        what, larger, smaller = CHOICE[phrase]
+        assert ans == (larger if what(x) > what(y) else smaller), (q, ans, x, y)
+    elif qt == 'MIXUP_NONBINARY_DISTANCE':
+        slack = 0.02 * (ts[0]['distance'] + ts[1]['distance'])  # the targets' angles are rounded to 1 degree
+        assert distance_text_ok(ans, float(np.linalg.norm(xyz(ts[0]) - xyz(ts[1]))), slack), (q, ans, ts)
+    elif qt == 'MIXUP_NONBINARY_SOURCE':
+        what, sign = EXTREME[find_phrase(q, EXTREME)[0]]
+        best = max(zip(ts, labels), key=lambda tl: sign * what(tl[0]))[1]
+        assert ans == best, (q, ans, ts)
+    else:
+        raise AssertionError(f'unknown question_type {qt}')
+
+
+def template_of(question, phrasings):
+    """Which template a question was made from: placeholders as wildcards (no phrase table needed); of several that
+    match, the one with the most fixed text ('What is the sound {where}?' also matches 'What is the sound event
+    heard on your left?')."""
+    hits = []
+    for tpl in phrasings:
+        rx = re.escape(tpl)
+        for key in ('x', 'y', 'where', 'rel', 'choice', 'cmp'):
+            rx = rx.replace(re.escape('{' + key + '}'), '.+?')
+        if re.fullmatch(rx, question):
+            hits.append(tpl)
+    return max(hits, key=lambda t: len(re.sub(r'\{\w+\}', '', t)), default=None)
+
+
+def test_every_phrasing_means_what_the_answer_says(qa):
+    """Many items of every type (in-process), every train and eval phrasing used, each answer recomputed."""
+    import features
+    tmp = qa[0]
+    clips = features.read_sources(str(tmp / 'src' / 'sources.jsonl'))
+    margins = {'angle_margin_deg': MARGINS['angle'], 'side_margin_deg': MARGINS['side'],
+               'distance_margin_m': MARGINS['dist'], 'min_separation_m': MARGINS['sep']}
+    for k, (split, n) in enumerate((('train', 240), ('eval', 60))):
+        rirs = features.read_rirs(str(tmp / 'rirs'), split)
+        maker = make_qa.Maker([c for c in clips if c['split'] == split], rirs, str(tmp / 'src'), split, margins, 5 + k)
+        items = maker.make({t: n for t in make_qa.QUESTION_TYPES})
+        used = collections.defaultdict(set)
+        for r in items:
+            check_meaning(r)
+            used[r['question_type']].add(template_of(r['question'], make_qa.TEMPLATES[r['question_type']][split]))
+        for qt, phrasings in make_qa.TEMPLATES.items():
+            assert used[qt] == set(phrasings[split]), (split, qt, set(phrasings[split]) - used[qt])

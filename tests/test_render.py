@@ -4,6 +4,7 @@ import bz2
 import importlib.util
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,7 +110,7 @@ def test_air_absorption_shortens_high_frequencies_only_slightly_overall():
 
 @pytest.mark.parametrize('order', [1, 2])
 def test_image_sources_match_pyroomacoustics(order):
-    pra = pytest.importorskip('pyroomacoustics')
+    import pyroomacoustics as pra
     dims, lis, src, alpha = [6.0, 3.0, 8.0], [3.3, 1.6, 4.7], [1.2, 1.1, 2.1], 0.3
     hpf = pra.constants.get('rir_hpf_enable')
     pra.constants.set('rir_hpf_enable', False)  # its default 15 Hz high-pass is not part of the image sources
@@ -210,3 +211,97 @@ def test_corrupt_kemar_pickle_names_the_file(tmp_path):
     bad.write_bytes(b'BZh9 truncated')
     with pytest.raises(ValueError, match=r"unreadable HRTF .*mit_kemar_normal_pinna\.bz2.*slab==1\.8\.2"):
         render.read_slab_kemar(bad)
+
+# -----------------------------------------------------------------------------
+# the direction lookup against the measurement itself (slab's MIT KEMAR file, read here without render.py)
+
+class _SlabObject:
+    """Stands in for slab's HRTF and Filter classes: the pickle only sets attributes on them."""
+
+
+class _KemarFile(pickle.Unpickler):
+    def find_class(self, module, name):  # the installed wheel's own data file: slab's containers and numpy arrays
+        if module.startswith('slab.'):
+            return _SlabObject
+        if module.startswith('numpy'):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f'{module}.{name}')
+
+
+@pytest.fixture(scope='module')
+def kemar():
+    """Measured HRIRs resampled to 32 kHz (D, 2, N) (channel 0 = left ear) and their (azimuth, elevation) in the
+    file's vertical-polar coordinates."""
+    from scipy.signal import resample_poly
+    path = Path(importlib.util.find_spec('slab').submodule_search_locations[0]) / 'data' / 'mit_kemar_normal_pinna.bz2'
+    with bz2.open(path, 'rb') as f:
+        obj = _KemarFile(f).load()
+    assert obj.samplerate == 44100
+    hrir = np.stack([np.asarray(flt.data, np.float64).T for flt in obj.data])  # (D, 2, 512)
+    return resample_poly(hrir, 320, 441, axis=-1), np.asarray(obj.sources, np.float64)[:, :2]
+
+
+# The file's coordinates: azimuth 0 = straight ahead, 90 = left, 180 = behind, 270 = right; elevation 90 = overhead,
+# -40 the lowest measured. As Habitat offsets (+x right, +y up, -z ahead of the listener):
+DIRECTIONS = {'front': (0, 0, [0, 0, -1]), 'behind': (180, 0, [0, 0, 1]), 'left': (90, 0, [-1, 0, 0]),
+              'right': (270, 0, [1, 0, 0]), 'above': (0, 90, [0, 1, 0]),
+              'below': (0, -40, [0, -math.sin(math.radians(40)), -math.cos(math.radians(40))])}
+R_INT = C * 128 / FS  # 1.372 m: a delay of exactly 128 samples, so the fractional-delay kernel is a plain delay
+
+
+def direct_path(offset):
+    """Anechoic, direct sound only: the HRIR the renderer picked for this direction, delayed and scaled by 1/r."""
+    lis = np.array([4.0, 1.6, 4.0])
+    return render.binaural_rir([8.0, 4.0, 8.0], 1.0, lis, lis + R_INT * np.asarray(offset, float), max_order=0,
+                               air_absorption=False, tail=False, ir_seconds=0.05).astype(np.float64)
+
+
+def misfit(ir, hrir):
+    """Relative residual of ir against the measured hrir (2, N) at its best common lag and gain (both ears
+    together, so the interaural delay has to match too), over the samples where ir is non-zero; and that gain."""
+    cc = sum(np.correlate(ir[e], hrir[e], 'full') for e in range(2))
+    lag = int(np.argmax(cc)) - (hrir.shape[1] - 1)
+    shifted = np.zeros_like(ir)
+    seg = hrir[:, max(0, -lag):max(0, -lag) + ir.shape[1] - max(lag, 0)]
+    shifted[:, max(lag, 0):max(lag, 0) + seg.shape[1]] = seg
+    win = np.abs(ir).sum(0) > 0
+    a, b = ir[:, win], shifted[:, win]
+    gain = (a * b).sum() / (b * b).sum()
+    return np.linalg.norm(a - gain * b) / np.linalg.norm(a), gain
+
+
+def test_hrir_of_each_direction_is_the_measurement_there(kemar):
+    hrir, coords = kemar
+    row = {k: int(np.argmin(np.abs((coords[:, 0] - az + 180) % 360 - 180) + np.abs(coords[:, 1] - el)))
+           for k, (az, el, _) in DIRECTIONS.items()}
+    for k, (az, el, _) in DIRECTIONS.items():
+        assert tuple(coords[row[k]]) == (az, el), f'{k}: the file has no measurement at azimuth {az}, elevation {el}'
+    for name, (_, _, offset) in DIRECTIONS.items():
+        ir = direct_path(offset)
+        fits = {k: misfit(ir, hrir[row[k]]) for k in DIRECTIONS}
+        assert fits[name][0] < 0.05, (name, fits)  # the measurement at that direction, to resampling precision
+        assert fits[name][1] == pytest.approx(1 / R_INT, rel=0.01)  # with 1/r spreading
+        others = {k: round(float(f[0]), 3) for k, f in fits.items() if k != name}
+        assert min(others.values()) > 0.4, (name, others)  # and no other of the six directions' measurements
+
+
+def high_band_db(x, lo=8000.0, hi=14000.0):
+    spec = np.abs(np.fft.rfft(x, 4096, axis=-1)) ** 2
+    f = np.fft.rfftfreq(4096, 1 / FS)
+    return 10 * np.log10(spec[..., (f >= lo) & (f <= hi)].sum())
+
+
+def test_front_brighter_than_behind_and_lateral_itd_in_kemar_range(kemar):
+    # the pinnae shade sounds from behind above ~8 kHz: KEMAR's own front measurement has ~5 dB more 8-14 kHz energy
+    # than its rear one (which also pins the file's azimuth 0 as the front), and so must a rendered frontal source
+    hrir, coords = kemar
+    at = lambda az: hrir[int(np.argmin(np.abs((coords[:, 0] - az + 180) % 360 - 180) + np.abs(coords[:, 1])))]
+    assert high_band_db(at(0)) - high_band_db(at(180)) > 3
+    front, behind = direct_path(DIRECTIONS['front'][2]), direct_path(DIRECTIONS['behind'][2])
+    assert high_band_db(front) - high_band_db(behind) > 3
+    # a source 90 degrees to the left reaches the left ear first: KEMAR's largest ITD is ~0.65-0.75 ms
+    for name, sign in (('left', 1), ('right', -1)):
+        ir = direct_path(DIRECTIONS[name][2])
+        lag = int(np.argmax(np.correlate(ir[1], ir[0], 'full'))) - (ir.shape[1] - 1)  # > 0: the right ear is later
+        assert 0.55e-3 <= sign * lag / FS <= 0.85e-3, (name, lag / FS)
+        assert sign * 10 * np.log10((ir[0] ** 2).sum() / (ir[1] ** 2).sum()) > 6  # and louder there

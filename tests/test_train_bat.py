@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+import script_hooks as hooks
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CLASSES = ['Bark', 'Music', 'Speech']
@@ -116,6 +118,14 @@ def test_train_resume_eval_sample(tiny, tmp_path):
         assert k in m and k in m['random'] and m[k] is not None
     preds = [json.loads(line) for line in (ev / 'predictions.jsonl').read_text().splitlines()]
     assert len(preds) == 28 and set(preds[0]) == {'id', 'type', 'question', 'reference', 'prediction'}
+    # sample.py on an eval item (its clip and IR) answers what eval.py answered for it
+    recs = {r['question_id']: r for r in map(json.loads, (qa / 'eval.jsonl').read_text().splitlines())}
+    p = next(p for p in preds if p['type'] == 'DOA')
+    r = recs[p['id']]
+    out = run([PY, 'sample.py', f'--ckpt={full / "ckpt.pt"}', f'--clip={qa.parent / "sources" / r["audio_id"]}',
+               f'--rir={qa.parent / "rirs" / "binaural" / r["reverb_id"]}', f'--question={r["question"]}',
+               '--device=cpu'])
+    assert out.strip().splitlines()[-1] == f"answer: {p['prediction']}"
     # sample.py on a binaural wav made from a clip and an IR
     import soundfile as sf
     wav = tmp_path / 'x.wav'
@@ -129,14 +139,80 @@ def test_train_resume_eval_sample(tiny, tmp_path):
     assert p.returncode != 0 and 'mono' in (p.stdout + p.stderr)
 
 
+def test_sample_hears_a_rendered_left_source_on_the_left(tiny, tmp_path):
+    """sample.py's direction path, where it is decidable without a trained model: for a noise source rendered 90
+    degrees to the left (KEMAR), both of sample.py's inputs (a binaural WAV; a dry clip + IR) give exactly the
+    waveform the training pipeline (features.qa_waveforms) makes of that item, so the same encoder tokens; and that
+    waveform is 'left': the left ear louder in every feature frame's log-mel and earlier by KEMAR's lateral ITD.
+    (A tiny BAT trained in seconds on a random encoder does not learn left from right -- its projector outputs for a
+    left and a right source differed by 0.2 %, so "answer: left" cannot be asked of it; eval.py/sample.py agreement
+    on a trained model is in test_train_resume_eval_sample.)"""
+    import soundfile as sf
+    import bat
+    import features
+    import render
+    import sample
+    import spatial_ast
+    _, enc = tiny
+    noise = np.random.default_rng(3).standard_normal(int(SR * CLIP)).astype(np.float32) * 0.1
+    sf.write(tmp_path / 'noise.wav', noise, SR)
+    lis = np.array([4.0, 1.6, 4.0])
+    np.save(tmp_path / 'left.npy', render.binaural_rir([8.0, 4.0, 8.0], 0.5, lis, lis + [-2.0, 0.0, 0.0], max_order=2,
+                                                       tail=False, ir_seconds=0.2))
+    train = features.qa_waveforms([{'audio_id': 'noise.wav', 'reverb_id': 'left.npy'}], str(tmp_path), str(tmp_path),
+                                  features.AudioCache(), 'cpu', clip_seconds=CLIP)  # (1, 2, N)
+    placed = sample.place_clip(str(tmp_path / 'noise.wav'), str(tmp_path / 'left.npy'), CLIP, 'cpu')
+    assert torch.allclose(placed, train, atol=1e-6)
+    sf.write(tmp_path / 'binaural.wav', train[0].numpy().T, SR, subtype='FLOAT')  # (N, 2): left, right
+    read = torch.from_numpy(sample.read_binaural(str(tmp_path / 'binaural.wav'), CLIP, log=lambda *a: None))[None]
+    assert torch.allclose(read, train, atol=1e-6)
+    left, right = read[0].double().numpy()
+    lag = int(np.argmax(np.correlate(right, left, 'full'))) - (len(left) - 1)  # > 0: the right ear hears it later
+    assert 0.5e-3 <= lag / SR <= 0.9e-3
+    feats = features.binaural_features(read)  # (1, 4, T, 128): log-mel L, log-mel R, IPD cos, sin
+    assert (feats[0, 0] - feats[0, 1]).mean(-1).min() > 0.5  # every frame: left louder (natural-log mel power)
+    encoder, _ = spatial_ast.load_checkpoint(enc, 'cpu')
+    encoder.eval()
+    assert torch.allclose(bat.encode_waveforms(encoder, read), bat.encode_waveforms(encoder, train), atol=1e-5)
+
+
 def test_torchrun_two_processes(tiny, tmp_path):
+    """2 CPU processes (gloo) through the curriculum; each trains on its own share of the items: the question ids
+    they loaded (recorded by tests/script_hooks.py; cache_tokens=False loads every batch) are disjoint, and the
+    stage-I items (A, B) are all seen, half by each."""
     qa, enc = tiny
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    out = run([PY, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train_bat.py',
-               f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stage_iters=[1,1,2]', f'--out_dir={tmp_path}'] + TINY,
-              env=env)
-    assert 'stage 3 iter 2/2' in out
+    seen = tmp_path / 'seen'
+    out = run([PY, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'tests/script_hooks.py',
+               str(seen), 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stage_iters=[6,1,1]',
+               f'--out_dir={tmp_path}', '--cache_tokens=False'] + TINY + ['--eval_iters=0'], env=env)
+    assert 'stage 3 iter 1/1' in out
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['stage'] == 3
+    records = [json.loads(line) for line in (qa / 'train.jsonl').read_text().splitlines()]
+    ids = [set(hooks.read(seen, rank, 'question')[0]) for rank in (0, 1)]
+    assert ids[0] and ids[1] and not ids[0] & ids[1], ids
+    stage1 = {r['question_id'] for r in records if r['question_type'] in ('CLASSIFICATION', 'DOA')}
+    assert {i for i in ids[0] | ids[1] if i in stage1} == stage1
+
+
+def test_gradient_accumulation_equals_one_larger_batch(tiny, tmp_path):
+    """2 micro-batches of 2 give the gradient of one batch of 4 (<= 1e-6), with answers of different lengths: the
+    loss is a mean over answer tokens, so each micro-batch must count by its share of the step's tokens."""
+    qa, enc = tiny
+    seen = {}
+    for b, k in ((2, 2), (4, 1)):
+        out = tmp_path / f'{b}x{k}'
+        hooks.run_script(out / 'seen', 'train_bat.py', [f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stages=1',
+                         '--stage_iters=[1]', f'--out_dir={out}'] + TINY + [
+                         f'--batch_size={b}', f'--gradient_accumulation_steps={k}', '--qformer_dropout=0.0',
+                         '--grad_clip=0.0', '--eval_iters=0'])
+        seen[b, k] = hooks.read(out / 'seen')
+    (_, micro, g_acc), (_, big, g_big) = seen[2, 2], seen[4, 1]
+    rows = [p[2] for b in micro for p in b['parts']]  # answer tokens of each micro-batch
+    assert len(rows) == 2 and rows[0] != rows[1] and sum(rows) == big[0]['parts'][0][2]
+    assert len(g_acc) == len(g_big) and all((a is None) == (b is None) for a, b in zip(g_acc, g_big))
+    assert max((a - b).abs().max().item() for a, b in zip(g_acc, g_big) if a is not None) <= 1e-6
+    assert max(b.abs().max().item() for b in g_big if b is not None) > 1e-3
 
 
 def test_uncached_trainable_encoder_one_stage(tiny, tmp_path):
@@ -157,7 +233,7 @@ def test_uncached_trainable_encoder_one_stage(tiny, tmp_path):
 
 def make_tiny_llama(qa, root):
     """A random LLaMA-2-layout checkpoint written by transformers itself, with a tokenizer trained on the QA text."""
-    transformers = pytest.importorskip('transformers')
+    import transformers
     import llama
     from train_bat import tokenizer_texts
     recs = [json.loads(line) for line in (qa / 'train.jsonl').read_text().splitlines()]
