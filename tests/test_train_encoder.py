@@ -250,7 +250,7 @@ def test_torchrun_two_ranks_cpu(tmp_path):
 SMALL = ['--device=cpu', '--dtype=float32', '--compile=False', '--init_from=scratch', '--clip_seconds=0.5',
          '--rir_seconds=0.05', '--n_frames=64', '--dim=32', '--depth=1', '--n_heads=2', '--time_mask=8', '--freq_mask=8',
          '--batch_size=4', '--eval_items=2', '--eval_batch_size=2', '--eval_interval=100', '--max_iters=2',
-         '--warmup_iters=1', '--lr_decay_iters=2', '--log_interval=1']
+         '--warmup_iters=1', '--lr_decay_iters=2', '--log_interval=1', '--epochs=0', '--sampler=random']
 
 
 @pytest.fixture(scope='module')
