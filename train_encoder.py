@@ -148,6 +148,20 @@ def fixed_eval_set(sources, rirs, n_items, seed):
     return [(int(order[k % len(sources)]), int(rng.integers(len(rirs)))) for k in range(n_items)]
 
 
+@torch.no_grad()
+def band_stats(data, n_batches, batch_size, seed, device):
+    """Mean and std (4, n_mels) of every input channel's mel bands over n_batches training batches (their own
+    random stream, so the training data stay what they were): ModelArgs.band_norm's statistics."""
+    rng = np.random.default_rng([seed, 4242])
+    s = s2 = n = 0
+    for _ in range(n_batches):
+        b = data.batch(batch_size, rng)
+        f = features.binaural_features(spatialise(b['dry'], b['rir'], b['n_src'], device)).double()  # (B, 4, T, M)
+        s, s2, n = s + f.sum((0, 2)), s2 + (f * f).sum((0, 2)), n + f.shape[0] * f.shape[2]
+    mean = s / n
+    return mean.float(), (s2 / n - mean ** 2).clamp(min=1e-12).sqrt().float()
+
+
 def spatialise(dry, rir, n_src, device):
     """numpy batch -> binaural waveforms (B, 2, N) on the device, in float32."""
     t = lambda a: torch.from_numpy(a).to(device, non_blocking=True)
@@ -382,6 +396,8 @@ if __name__ == '__main__':
     class_positions = False        # + a per-class position head (not official; the demo's 2nd stage uses it for D, E)
     position_tokens = 0            # with class_positions: BAT also reads the top-k classes' positions (spatial_ast.table)
     position_summary = 0           # with class_positions: > 0 adds an MLP this wide from time-averaged spectra to that head
+    band_norm = False              # standardise each mel band of the 4 input channels with training statistics (not official)
+    band_norm_batches = 20         # training batches those statistics are taken from (stored in the checkpoint)
     # loss weights
     w_class = 1250.0               # BCE is averaged over classes; 1250 makes it count at 355 classes
     w_distance = 1.0
@@ -464,7 +480,8 @@ if __name__ == '__main__':
                                mlp_ratio=mlp_ratio, n_classes=len(classes), drop_path=drop_path, mask_t_prob=mask_t_prob,
                                mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask,
                                ipd_scale=ipd_scale, stem_channels=stem_channels, class_positions=class_positions,
-                               position_tokens=position_tokens, position_summary=position_summary)
+                               position_tokens=position_tokens, position_summary=position_summary,
+                               band_norm=band_norm)
     model = SpatialAST(model_args)
     iter_num, best_mae = 0, float('inf')
     if ckpt is not None and is_ours:
@@ -483,6 +500,9 @@ if __name__ == '__main__':
         else:
             report = load_audiomae(model, sd, verbose=master)
     model.to(device)
+    if model_args.band_norm and not (ckpt is not None and is_ours):  # ours carry their statistics
+        model.band_mean, model.band_std = band_stats(data, band_norm_batches, batch_size, seed, device)
+        say(f'band_norm: statistics of {band_norm_batches} x {batch_size} training examples')
     n_params = sum(p.numel() for p in model.parameters())
     say(f'Spatial-AST {n_params / 1e6:.2f}M parameters, {model.grid_t}x{model.grid_f} patches')
 
