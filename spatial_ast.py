@@ -48,8 +48,8 @@ class ModelArgs:
     position_tokens: int = 0  # with class_positions: tokens() also gives the top-k classes' positions (see table())
     position_summary: int = 0  # with class_positions: > 0 adds an MLP this wide from the time-averaged spectra to the
                                # position head (not in the official model; see summary())
-    band_norm: bool = False   # standardise every mel band of the 4 input channels with training-data statistics
-                              # (buffers band_mean, band_std; not in the official model; see front())
+    band_norm: str = ''       # '' (official) | 'mel': standardise every mel band of the two log-mels | 'all': of all 4
+                              # channels, with training-data statistics (buffers band_mean, band_std; see front())
 
 N_CLS = 3  # [CLS] tokens: 0 distance, 1 direction (azimuth + elevation), 2 class
 
@@ -221,8 +221,10 @@ class SpatialAST(nn.Module):
         # only the log-mels are normalised; the mel-weighted IPD stays ~1/60 their size (Slaney mel weights sum
         # to ~1/31 per band), which the official run absorbs into the stem over 74k steps; ipd_scale lets a
         # short run start with both inputs at one scale (the stem is linear, so it is a reparameterisation)
-        if self.args.band_norm:  # every band at one scale: a high band's level and IPD count as much as a low one's
+        if self.args.band_norm:  # every band at one scale: a high band's level (and IPD) counts as much as a low one's
             x = (feats - self.band_mean[:, None]) / self.band_std[:, None]  # (B, 4, T, M) - (4, 1, M)
+            if self.args.band_norm == 'mel':
+                x = torch.cat([x[:, :2], feats[:, 2:] * self.args.ipd_scale], dim=1)
         else:
             x = torch.cat([self.bn(feats[:, :2]), feats[:, 2:] * self.args.ipd_scale], dim=1)
         if T != self.args.n_frames:  # official: 1001 -> 1024; here any T is stretched to n_frames

@@ -396,7 +396,7 @@ if __name__ == '__main__':
     class_positions = False        # + a per-class position head (not official; the demo's 2nd stage uses it for D, E)
     position_tokens = 0            # with class_positions: BAT also reads the top-k classes' positions (spatial_ast.table)
     position_summary = 0           # with class_positions: > 0 adds an MLP this wide from time-averaged spectra to that head
-    band_norm = False              # standardise each mel band of the 4 input channels with training statistics (not official)
+    band_norm = ''                 # '' (official) | 'mel' | 'all': standardise each mel band of the log-mels | all 4 channels
     band_norm_batches = 20         # training batches those statistics are taken from (stored in the checkpoint)
     # loss weights
     w_class = 1250.0               # BCE is averaged over classes; 1250 makes it count at 355 classes
@@ -500,6 +500,7 @@ if __name__ == '__main__':
         else:
             report = load_audiomae(model, sd, verbose=master)
     model.to(device)
+    assert model_args.band_norm in ('', 'mel', 'all'), f"band_norm must be '', 'mel' or 'all', got {band_norm!r}"
     if model_args.band_norm and not (ckpt is not None and is_ours):  # ours carry their statistics
         model.band_mean, model.band_std = band_stats(data, band_norm_batches, batch_size, seed, device)
         say(f'band_norm: statistics of {band_norm_batches} x {batch_size} training examples')

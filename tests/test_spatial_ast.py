@@ -37,7 +37,7 @@ def test_wider_stem_channels():
 
 
 def test_band_norm_standardises_each_band():
-    m = tiny(band_norm=True).eval()
+    m = tiny(band_norm='all').eval()
     assert 'band_mean' in m.state_dict() and 'band_mean' not in tiny().state_dict()  # official dict unchanged
     feats = torch.randn(2, 4, 64, 128) * torch.linspace(0.1, 5, 128) + torch.arange(4.0)[:, None, None]
     with torch.no_grad():
@@ -48,6 +48,11 @@ def test_band_norm_standardises_each_band():
         x = m.front(feats)
     assert torch.allclose(x.mean((0, 2)), torch.zeros(4, 128), atol=1e-4)
     assert torch.allclose(x.std((0, 2)), torch.ones(4, 128), atol=1e-3)
+    m.args.band_norm = 'mel'  # only the log-mels: the IPD channels as without band_norm (x ipd_scale)
+    with torch.no_grad():
+        x = m.front(feats)
+    assert torch.allclose(x[:, :2].std((0, 2)), torch.ones(2, 128), atol=1e-3)
+    assert torch.equal(x[:, 2:], feats[:, 2:] * m.args.ipd_scale)
 
 
 def test_shapes_train_and_eval():

@@ -249,7 +249,7 @@ def test_train_resume_exact_and_eval_only(tmp_path):
 def test_band_norm_statistics_from_training_data(tmp_path):
     sources, rd = make_data(tmp_path)
     common = TINY + [f'--sources={sources}', f'--render_dir={rd}', '--eval_interval=2', '--max_iters=2']
-    stdout = run_script(common + [f'--out_dir={tmp_path / "a"}', '--band_norm=True', '--band_norm_batches=2'])
+    stdout = run_script(common + [f'--out_dir={tmp_path / "a"}', '--band_norm=all', '--band_norm_batches=2'])
     assert 'band_norm: statistics of 2 x 4 training examples' in stdout
     model, ckpt = load_checkpoint(tmp_path / 'a' / 'ckpt.pt', 'cpu')
     assert ckpt['model_args']['band_norm']
