@@ -7,6 +7,7 @@ the per-class rows use all `items` (every eval clip several times, each time wit
 
     python bench/class_errors.py --ckpt=out/demo/encoder/ckpt.pt                 # ~1 min on 2 cores
     python bench/class_errors.py --ckpt=out/x/ckpt.pt --sources=out/x/sources/sources.jsonl --out=out/x/classes.md
+    python bench/class_errors.py --sources=out/real_sources/sources.jsonl --split= --items=312     # real clips
 """
 import os
 import sys
@@ -22,6 +23,7 @@ from train_encoder import ClipIRData, fixed_eval_set, ir_targets, multi_hot, sco
 # --- config ---
 ckpt = 'out/demo/encoder/ckpt.pt'           # train_encoder.py checkpoint
 sources = 'out/demo/sources/sources.jsonl'  # its eval split is scored
+split = 'eval'                              # which records of it: 'eval' | 'train' | '' (all, e.g. real clips)
 render_dir = 'out/demo/rirs'                # eval-room IRs
 items = 1200                                # eval items (>= 200; ~48 per class with the demo's 25 classes)
 seed = 1337                                 # train_encoder.py's seed: the first 200 items are its fixed eval set
@@ -68,18 +70,19 @@ if __name__ == '__main__':
     torch.manual_seed(0)
     model, ck = load_checkpoint(ckpt, device)
     classes = ck['classes']
-    srcs = [s for s in features.read_sources(sources) if s['split'] == 'eval']
+    srcs = [s for s in features.read_sources(sources) if not split or s['split'] == split]
     rirs = features.read_rirs(render_dir, 'eval')
     eval_items = fixed_eval_set(srcs, rirs, max(items, 200), seed)
     scores, pred, gt = predict(model, eval_items, srcs, rirs, classes)
     labels = np.stack([multi_hot(srcs[i]['labels'], classes) for i, _ in eval_items])
     fixed = {**score(scores[:200], labels[:200], pred[:200], gt[:200]), **rows_of(pred[:200], gt[:200])}
     allr = {**score(scores, labels, pred, gt), **rows_of(pred, gt)}
-    lines = [f'encoder {ckpt} on {sources} (eval split), {render_dir} eval IRs', '',
+    lines = [f"encoder {ckpt} on {sources} ({split or 'all'} records), {render_dir} eval IRs", '',
              '| items | mAP | ER20 % | MAE deg | DER % | left/right % | front/behind % | above/below % |',
              '|---|---|---|---|---|---|---|---|']
     for name, r in (('fixed 200', fixed), (f'all {len(eval_items)}', allr)):
-        lines.append(f"| {name} | {r['mAP']:.1f} | {r['ER20']:.1f} | {r['MAE_deg']:.1f} | {r['DER']:.1f} | "
+        mAP = '-' if r['mAP'] is None else f"{r['mAP']:.1f}"  # no known class among real clips' labels
+        lines.append(f"| {name} | {mAP} | {r['ER20']:.1f} | {r['MAE_deg']:.1f} | {r['DER']:.1f} | "
                      f"{r['LR']:.1f} | {r['FB']:.1f} | {r['AB']:.1f} |")
     lines += ['', '| class | n | MAE deg | left/right % | front/behind % | above/below % | DER % |',
               '|---|---|---|---|---|---|---|']
