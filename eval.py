@@ -74,6 +74,27 @@ def parse_yes_no(text):
     m = re.match(r'\W*(yes|no)\b', str(text).lower())
     return m.group(1) if m else None
 
+
+# reasoning answers (make_qa.py reasoning=True): 'the dog: left 30, front 60, above 10; 2m. the bell: ... So: Yes'
+STATED = re.compile(r'the ([^:.]+?): (left|right) (\d+), (front|behind) (\d+), (above|below) (\d+); (\d+(?:\.\d+)?)m\b')
+
+
+def stated_positions(text):
+    """[(name, (3 direction words), (3 angles, deg), distance m), ...] of every sound a reasoning answer states."""
+    return [(m.group(1), m.group(2, 4, 6), tuple(int(a) for a in m.group(3, 5, 7)), float(m.group(8)))
+            for m in STATED.finditer(str(text).lower())]
+
+
+def conclusion(text):
+    """What a reasoning answer concludes (after its last 'So:'); a plain answer is its own conclusion."""
+    parts = re.split(r'\bso:', str(text), flags=re.IGNORECASE)
+    return parts[-1].strip() if len(parts) > 1 else str(text)
+
+
+def doa_part(text):
+    """The position a B|D answer gives: a plain answer whole, a reasoning answer's first statement (its sound)."""
+    return str(text).split('. ')[0]
+
 # -----------------------------------------------------------------------------
 # scores
 
@@ -140,8 +161,8 @@ def doa_metrics(items):
     """DoA accuracy (all three words right) and DER (|distance error| > 0.5 m, unparseable counts as an error)."""
     right = errors = bad = 0
     for it in items:
-        pd, rd = parse_direction(it['prediction']), parse_direction(it['reference'])
-        pm, rm = parse_distance(it['prediction']), parse_distance(it['reference'])
+        p, r = doa_part(it['prediction']), doa_part(it['reference'])
+        pd, rd, pm, rm = parse_direction(p), parse_direction(r), parse_distance(p), parse_distance(r)
         bad += pd is None or pm is None
         right += pd is not None and pd == rd
         errors += pm is None or rm is None or abs(pm - rm) > 0.5 + 1e-9
@@ -150,10 +171,22 @@ def doa_metrics(items):
 
 
 def binary_metrics(items):
-    right = sum(parse_yes_no(it['prediction']) is not None and
-                parse_yes_no(it['prediction']) == parse_yes_no(it['reference']) for it in items)
-    return {'ba': 100 * right / max(len(items), 1),
-            'unparseable': sum(parse_yes_no(it['prediction']) is None for it in items)}
+    yn = lambda text: parse_yes_no(conclusion(text))
+    right = sum(yn(it['prediction']) is not None and yn(it['prediction']) == yn(it['reference']) for it in items)
+    return {'ba': 100 * right / max(len(items), 1), 'unparseable': sum(yn(it['prediction']) is None for it in items)}
+
+
+def stated_metrics(items):
+    """The positions reasoning answers state, scored as D: each sound of the reference's statements against the
+    prediction's statement of the same name (missing: wrong, and a distance error)."""
+    right = errors = n = 0
+    for it in items:
+        said = {name: (w, d) for name, w, _, d in stated_positions(it['prediction'])}
+        for name, w, _, d in stated_positions(it['reference']):
+            pw, pd = said.get(name, (None, None))
+            n, right = n + 1, right + (pw == w)
+            errors += pd is None or abs(pd - d) > 0.5 + 1e-9
+    return {'doa_acc': 100 * right / max(n, 1), 'der': 100 * errors / max(n, 1), 'statements': n}
 
 
 def compute_metrics(items, classes, embedder=None, class_emb=None):
@@ -180,8 +213,11 @@ def compute_metrics(items, classes, embedder=None, class_emb=None):
     m['E_avg'] = float(np.mean(both)) if not any(math.isnan(x) for x in both) else nan
     for qt in NONBINARY:
         if qt in by:
-            details[qt] = {'exact_acc': 100 * sum(norm(it['prediction']) == norm(it['reference'])
+            details[qt] = {'exact_acc': 100 * sum(norm(conclusion(it['prediction'])) == norm(conclusion(it['reference']))
                                                   for it in by[qt]) / len(by[qt])}
+    reasoned = [it for it in items if TYPE_LETTER.get(it['type']) == 'E' and stated_positions(it['reference'])]
+    if reasoned:  # reasoning answers: what E items say they hear
+        details['E_stated'] = stated_metrics(reasoned)
     counts = {qt: len(v) for qt, v in sorted(by.items())}
     return {**{k: none_if_nan(m[k]) for k in METRIC_KEYS}, 'details': details, 'counts': counts}
 
@@ -238,7 +274,7 @@ def direction_confusion(items):
     """(8, 9) counts: row = true octant, column = predicted octant, last column = no direction in the answer."""
     conf = np.zeros((8, 9), dtype=int)
     for it in items:
-        t, p = octant(parse_direction(it['reference'])), octant(parse_direction(it['prediction']))
+        t, p = octant(parse_direction(doa_part(it['reference']))), octant(parse_direction(doa_part(it['prediction'])))
         if t is not None:
             conf[t, 8 if p is None else p] += 1
     return conf
@@ -285,7 +321,7 @@ def save_plots(items, out_dir):
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     title, rng = [], np.random.default_rng(0)
     for (letter, qt, its), colour in zip(panels, ('tab:blue', 'tab:orange')):
-        dist = [(parse_distance(it['reference']), parse_distance(it['prediction'])) for it in its]
+        dist = [(parse_distance(doa_part(it['reference'])), parse_distance(doa_part(it['prediction']))) for it in its]
         dist = np.array([d for d in dist if None not in d]).reshape(-1, 2)
         mae = float(np.abs(dist[:, 0] - dist[:, 1]).mean()) if len(dist) else float('nan')
         title.append(f"{letter}: MAE {mae:.2f} m, DER {doa_metrics(its)['der']:.1f} %")
@@ -385,6 +421,10 @@ if __name__ == '__main__':
         print(f"eval: {len(records)} items from {files}; {len(classes)} classes; {device}; "
               + (f'beam {beams}' if beams > 1 else 'greedy') + f', up to {max_new_tokens} new tokens')
         check_audio_files(records, audio_root, reverb_root, 'eval')
+        longest = max((len(tok.encode(str(r['answer']), bos=False, eos=False)) for r in records), default=0)
+        if longest >= max_new_tokens:  # e.g. reasoning answers (make_qa.py reasoning=True) under the demo's 16
+            print(f'eval: warning: reference answers reach {longest} tokens but max_new_tokens={max_new_tokens}: '
+                  f'answers are cut there; set --max_new_tokens={longest + 8}')
 
         # encoder tokens (the training run's cache is reused when it saw the same items)
         cache_dir = os.path.join(out_dir if ck.get('slam') else os.path.dirname(os.path.abspath(ckpt)), 'enc_cache')
@@ -436,6 +476,10 @@ if __name__ == '__main__':
                                                              if k in det) or 'none in this eval set'),
         f"- counts: {counts}", f"- unparseable answers: {unparse}", f"- mAP scorer: {metrics['mAP_scorer']}",
         f"- decoding: {metrics['decoding']}; generation {t_gen:.0f}s; total {time.time() - t0:.0f}s"]
+    if 'E_stated' in det:
+        s = det['E_stated']
+        extra.append(f"- positions stated in E reasoning answers, scored as D: DoA {s['doa_acc']:.1f}, DER {s['der']:.1f} "
+                     f"({s['statements']} statements)")
     print('\n' + table + '\n\n' + '\n'.join(extra))
     write_text(os.path.join(out_dir, 'summary.md'), '# eval summary\n\n' + table + '\n\n' + '\n'.join(extra)
                + f"\n- plots: {pngs}\n")

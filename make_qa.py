@@ -16,6 +16,10 @@ Rules (all documented in meta.json):
   needs the two sources on opposite sides, each at least `side_margin_deg` from the dividing plane;
 - Yes/No answers exactly 50/50 (binary counts are rounded up to even), the No items also clear by the margin;
 - eval items use only eval clips, eval IRs (rooms) and the eval-only phrasings; the same seed gives identical files.
+- reasoning=True (not the paper's): the D and E answers first say where each sound is heard, with the angles that
+  decide every relation asked, then conclude (OWL, arXiv 2509.26140), e.g.
+  `the dog: left 30, front 60, above 10; 2m. the bell: right 20, behind 40, below 30; 4.5m. So: Yes`;
+  a D answer is its statements, the asked sound first. eval.py reads the conclusion and the statements.
 Curriculum stages select by question_type: meta.json "stages" = {"1": A+B, "2": A-D, "3": A-E}.
 
 Run (CPU only):
@@ -166,6 +170,7 @@ REL_PHRASE = {'left': 'to the left of', 'right': 'to the right of', 'front': 'in
 WHERE_PHRASE = {'left': 'on your left', 'right': 'on your right', 'front': 'in front of you', 'behind': 'behind you',
                 'above': 'above you', 'below': 'below you'}
 CHOICE_PHRASE = {'left': 'to the left or to the right of', 'front': 'in front of or behind', 'above': 'above or below'}
+REASON_STEP_DEG = 10  # angles of reasoning answers in these steps (< angle_margin_deg: rounding keeps every order)
 CMP_PHRASE = {'left': 'more to the left', 'right': 'more to the right', 'front': 'more to the front',
               'behind': 'more to the back', 'above': 'higher', 'below': 'lower', 'closer': 'closer to you',
               'farther': 'farther from you'}
@@ -212,13 +217,31 @@ def doa_answer(t):
     return f"{', '.join(t['direction'])}; {common.distance_words(t['distance'])}"
 
 
+def heard(clip, rir):
+    """One sound as a reasoning answer states it, e.g. 'the dog: left 30, front 60, above 10; 2m': each direction word
+    with the lateral, front and elevation angle (degrees, to REASON_STEP_DEG) and the distance (to 0.5 m). Rounded
+    so, two sources a relation question may ask about (angles >= 20 deg apart, distances >= 1 m) stay in order."""
+    g, t = geometry(rir), rir['targets']
+    angles = [round(abs(g[k]) / REASON_STEP_DEG) * REASON_STEP_DEG for k in ('lat', 'front', 'elev')]
+    where = ', '.join(f'{w} {a}' for w, a in zip(t['direction'], angles))
+    return f"the {clip['labels'][0].lower()}: {where}; {common.distance_words(t['distance'])}"
+
+
+def reasoned(qtype, stated, answer):
+    """OWL-style answer (arXiv 2509.26140): first what is heard, each sound of `stated` [(clip, rir), ...] in turn,
+    then the conclusion. D's answer is the statements (its sound first); E's ends in 'So: <the plain answer>'."""
+    heard_text = '. '.join(heard(c, r) for c, r in stated)
+    return heard_text if qtype == 'MIXUP_SINGLE_DOA' else f'{heard_text}. So: {answer}'
+
+
 class Maker:
     """Draws items for one split: its clips, IRs and phrasings, one numpy Generator (so one seed = one file)."""
 
-    def __init__(self, clips, rirs, audio_root, phrasing, margins, seed):
+    def __init__(self, clips, rirs, audio_root, phrasing, margins, seed, reasoning=False):
         if not clips or not rirs:
             raise ValueError(f'{phrasing} split: {len(clips)} clips and {len(rirs)} IRs; both are needed')
         self.clips, self.rirs, self.audio_root, self.phrasing = clips, rirs, audio_root, phrasing
+        self.reasoning = reasoning
         self.rng = np.random.default_rng(seed)
         self.pairs = relation_pairs(rirs, margins)
 
@@ -242,9 +265,12 @@ class Maker:
         i, j = self.pick(self.pairs[rel])
         return rel, self.rirs[i], self.rirs[j]
 
-    def record(self, qtype, sources, question, answer):
-        """sources: [(clip, rir), ...], the one the question is about first."""
+    def record(self, qtype, sources, question, answer, stated=None):
+        """sources: [(clip, rir), ...], the one the question is about first; with reasoning, the D and E answers state
+        the sounds in the order of `stated` (default: sources) before concluding."""
         (c1, r1), (c2, r2) = sources[0], (sources[1] if len(sources) > 1 else (None, None))
+        if self.reasoning and common.TYPE_LETTER[qtype] in 'DE':
+            answer = reasoned(qtype, stated or sources, answer)
         def rel(c):  # relative to audio_root (official style); absolute when the clip lives elsewhere
             if c is None:
                 return None
@@ -291,7 +317,8 @@ class Maker:
             rel, ra, rb = self.ir_pair(list(OPPOSITE))
             x, y = (ca, cb) if self.rng.random() < 0.5 else (cb, ca)
             q = self.question(qtype, cmp=CMP_PHRASE[rel], x=name(x), y=name(y))
-            return self.record(qtype, [(ca, ra), (cb, rb)], q, '; '.join(ca['labels']))
+            stated = [(ca, ra), (cb, rb)] if x is ca else [(cb, rb), (ca, ra)]  # the question's order, not the answer's
+            return self.record(qtype, [(ca, ra), (cb, rb)], q, '; '.join(ca['labels']), stated)
         raise ValueError(f'unknown question_type {qtype!r}; expected one of {QUESTION_TYPES}')
 
     def make(self, counts):
@@ -332,6 +359,7 @@ angle_margin_deg = 20.0   # relative direction questions: angle difference at le
 side_margin_deg = 10.0    # "the sound on your left": each source at least this far from the dividing plane (deg)
 distance_margin_m = 1.0   # relative distance questions: distance difference at least this (m)
 min_separation_m = 0.5    # two sources of one item at least this far apart (m)
+reasoning = False         # D and E answers first state each sound's position, then conclude (OWL-style; paper: plain)
 seed = 1337
 device = 'cpu'            # unused (no tensors here); accepted like every stage
 # -----------------------------------------------------------------------------
@@ -339,6 +367,9 @@ device = 'cpu'            # unused (no tensors here); accepted like every stage
 if __name__ == '__main__':
     exec(open('configurator.py').read())
     from features import read_rirs, read_sources
+    assert not reasoning or (angle_margin_deg > REASON_STEP_DEG and distance_margin_m > 0.5), \
+        f'reasoning answers round angles to {REASON_STEP_DEG} deg and distances to 0.5 m: they need ' \
+        f'angle_margin_deg > {REASON_STEP_DEG} and distance_margin_m > 0.5 to keep every relation decided'
     unknown = (set(train_counts) | set(eval_counts)) - set(QUESTION_TYPES)
     assert not unknown, f'unknown question_type(s) in counts: {sorted(unknown)}; expected {QUESTION_TYPES}'
     margins = {'angle_margin_deg': angle_margin_deg, 'side_margin_deg': side_margin_deg,
@@ -349,7 +380,7 @@ if __name__ == '__main__':
     out, lines = {}, ['# SpatialSoundQA-style items', '', f'margins: {margins}; seed {seed}', '']
     for k, split in enumerate(('train', 'eval')):
         rirs = read_rirs(render_dir, split)
-        maker = Maker([c for c in clips if c['split'] == split], rirs, audio_root, split, margins, seed + k)
+        maker = Maker([c for c in clips if c['split'] == split], rirs, audio_root, split, margins, seed + k, reasoning)
         out[split] = maker.make(train_counts if split == 'train' else eval_counts)
         common.write_jsonl(os.path.join(out_dir, f'{split}.jsonl'), out[split])
         lines += summary(split, out[split])
@@ -362,7 +393,7 @@ if __name__ == '__main__':
             'reverb_root': common.stored_path(os.path.join(render_dir, 'binaural'), out_dir),
             'classes': sorted({lab for c in clips for lab in c['labels']}), 'stages': STAGES,
             'counts': {s: dict(collections.Counter(it['question_type'] for it in out[s])) for s in out},
-            'margins': margins, 'seed': seed, 'sources': common.stored_path(sources, out_dir)}
+            'margins': margins, 'seed': seed, 'sources': common.stored_path(sources, out_dir), 'reasoning': reasoning}
     common.write_json(os.path.join(out_dir, 'meta.json'), meta)
     lines += [f'{time.time() - t0:.1f} s']
     common.write_text(os.path.join(out_dir, 'summary.md'), '\n'.join(lines) + '\n')

@@ -102,9 +102,32 @@ def _smooth_gate(t, period, duty, sr, ramp=0.005):
     return np.convolve(g, np.ones(k) / k, mode='same')
 
 
-def _sine_wave(rng, n, sr):
+def _modes(rng, m, sr, freqs, amps, taus):
+    """A struck body: exponentially decaying sinusoids (freqs Hz, amps, decay times s) with random phases, cut where
+    the slowest has died (6 tau) or at m samples; modes at or above Nyquist are left out."""
+    t = _t(min(m, int(sr * max(taus) * 6)), sr)
+    return sum(a * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) * np.exp(-t / tau)
+               for f, a, tau in zip(freqs, amps, taus) if f < sr / 2)
+
+
+def _onset(x, y):
+    """x with the (shorter) transient y added at its start."""
+    x = x.copy()
+    x[:len(y)] += y[:len(x)]
+    return x
+
+
+def _slow(rng, n, sr, rate):
+    """A slowly wandering positive envelope (median ~1): exp of three random sinusoids below `rate` Hz."""
     t = _t(n, sr)
-    return np.sin(2 * np.pi * _loguni(rng, 150, 6000) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0, 1) * t))
+    z = sum(np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * rate * t + rng.uniform(0, 6.3)) for _ in range(3))
+    return np.exp(0.5 * z)
+
+
+def _sine_wave(rng, n, sr):
+    # a test tone stays one sinusoid; the range reaches the high tones of hearing and audio tests
+    t = _t(n, sr)
+    return np.sin(2 * np.pi * _loguni(rng, 100, 12000) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0, 1) * t))
 
 
 def _white_noise(rng, n, sr):
@@ -119,7 +142,7 @@ def _pink_noise(rng, n, sr):
 def _chirp_tone(rng, n, sr):
     t = _t(n, sr)
     period = rng.uniform(0.2, 1.0)
-    f0, f1 = _loguni(rng, 200, 1500), _loguni(rng, 2000, 10000)
+    f0, f1 = _loguni(rng, 200, 1500), _loguni(rng, 3000, 15000)  # electronic sweeps span most of the audio band
     if rng.random() < 0.5:
         f0, f1 = f1, f0
     frac = (t % period) / period
@@ -128,10 +151,12 @@ def _chirp_tone(rng, n, sr):
 
 
 def _beep(rng, n, sr):
+    # most electronic beeps are square waves from a piezo or a speaker (odd harmonics falling as 1/k), some are pure
     t = _t(n, sr)
     f = _loguni(rng, 700, 3500)
-    tone = _harmonic(f, t, rng.integers(1, 6), 1.0)
-    return tone * _smooth_gate(t, rng.uniform(0.15, 0.8), rng.uniform(0.15, 0.5), sr)
+    ks = range(1, int(15000 / f) + 1, 2) if rng.random() < 0.7 else [1]
+    tone = sum(np.sin(2 * np.pi * k * f * t) / k for k in ks)
+    return tone * _smooth_gate(t, rng.uniform(0.15, 0.8), rng.uniform(0.15, 0.5), sr, 0.002)
 
 
 def _siren(rng, n, sr):
@@ -151,9 +176,10 @@ def _buzz(rng, n, sr):
 
 
 def _hum(rng, n, sr):
+    # mains hum and its harmonics (transformer buzz reaches a few kHz); a low sound by nature
     t = _t(n, sr)
     mains = 50.0 if rng.random() < 0.5 else 60.0
-    return _harmonic(mains * rng.uniform(0.99, 1.01), t, rng.integers(4, 12), 1.5) \
+    return _harmonic(mains * rng.uniform(0.99, 1.01), t, rng.integers(8, 40), rng.uniform(1.3, 2.0)) \
         + 0.02 * _band_noise(rng, n, sr, 20, 400)
 
 
@@ -171,14 +197,34 @@ def _tick_tock(rng, n, sr):
 
 
 def _whistle(rng, n, sr):
+    # a referee's pea whistle (2-4.5 kHz, strong harmonics, the pea's 20-40 Hz trill) or a person's whistle (a
+    # near-pure tone with vibrato); both carry breath noise up to ~12 kHz
     t = _t(n, sr)
-    f = _loguni(rng, 900, 3500) * (1 + rng.uniform(0.005, 0.03) * np.sin(2 * np.pi * rng.uniform(4, 7) * t))
-    breath = 0.05 * _band_noise(rng, n, sr, 500, 8000)
-    return (np.sin(2 * np.pi * np.cumsum(f) / sr) + breath) * _smooth_gate(t, rng.uniform(0.5, 2.0), 0.8, sr, 0.03)
+    if rng.random() < 0.5:
+        trill = np.sin(2 * np.pi * rng.uniform(20, 40) * t)
+        f = _loguni(rng, 2000, 4500) * (1 + 0.02 * trill)
+        ph = 2 * np.pi * np.cumsum(f) / sr
+        tone = (np.sin(ph) + 0.35 * np.sin(2 * ph) + 0.15 * np.sin(3 * ph)) * (0.75 + 0.25 * trill)
+        breath = 0.15 * _band_noise(rng, n, sr, 1000, 12000)
+    else:
+        f = _loguni(rng, 900, 3500) * (1 + rng.uniform(0.005, 0.03) * np.sin(2 * np.pi * rng.uniform(4, 7) * t))
+        ph = 2 * np.pi * np.cumsum(f) / sr
+        tone = np.sin(ph) + 0.05 * np.sin(2 * ph)
+        breath = 0.08 * _band_noise(rng, n, sr, 500, 12000)
+    return (tone + breath / max(breath.std(), 1e-9) * 0.1) * _smooth_gate(t, rng.uniform(0.5, 2.0), 0.8, sr, 0.03)
 
 
 def _bell(rng, n, sr):
-    make = _partials(rng, n, sr, _loguni(rng, 300, 1200), [0.5, 1.0, 1.19, 1.5, 2.0, 2.5, 2.67, 3.0], rng.uniform(0.3, 1.2), 0.3)
+    # a struck bell: hum, prime, tierce, quint, nominal and the upper partials (to ~10 f0), the higher dying faster,
+    # and the clapper's metallic strike
+    f0 = _loguni(rng, 300, 1500)
+    ratios = np.array([0.5, 1.0, 1.19, 1.5, 2.0, 2.5, 2.67, 3.0, 4.0, 5.33, 6.67, 8.0, 10.3])
+    tau = rng.uniform(0.3, 1.2)
+
+    def make(rng, m):
+        ring = _modes(rng, m, sr, f0 * ratios * rng.uniform(0.99, 1.01, len(ratios)), ratios ** -0.5, tau / ratios ** 0.7)
+        strike = _click(sr, 1000, 14000, rng.uniform(0.001, 0.003))(rng, len(ring))
+        return _onset(ring, 0.5 * strike)
     return _strikes(rng, n, sr, np.arange(0, n / sr, rng.uniform(0.5, 1.5)), make)
 
 
@@ -192,21 +238,44 @@ def _chime(rng, n, sr):
 
 
 def _gong(rng, n, sr):
-    ratios = np.sort(rng.uniform(1, 9, 14))
-    make = _partials(rng, n, sr, _loguni(rng, 60, 180), list(ratios), rng.uniform(1.0, 3.0), 0.5)
-    return _strikes(rng, n, sr, [rng.uniform(0, 0.3)], make)
+    # a gong or tam-tam: dozens of dense inharmonic modes from its low fundamental up to ~10 kHz (the shimmer), higher
+    # ones dying faster, excited by a soft mallet (a low thud)
+    f0 = _loguni(rng, 60, 200)
+    freqs = np.sort(f0 * np.exp(rng.uniform(0, np.log(10000 / f0), 48)))
+    tau = rng.uniform(1.0, 3.0)
+    start = rng.uniform(0, 0.3)
+
+    def make(rng, m):
+        ring = _modes(rng, m, sr, freqs, (freqs / f0) ** -0.25, tau * (f0 / freqs) ** 0.4)
+        thud = _click(sr, 40, 1500, 0.008)(rng, len(ring))
+        return _onset(ring, 2.0 * thud)
+    return _strikes(rng, n, sr, [start], make)
 
 
 def _tuning_fork(rng, n, sr):
+    # nearly a pure tone after the strike; the strike adds the clang modes (~6.25 f and ~17.5 f, gone in ~0.1 s) and a
+    # click where it hit
     f = float(rng.choice([256.0, 288.0, 320.0, 384.0, 426.7, 440.0, 512.0])) * rng.uniform(0.995, 1.005)
-    make = _partials(rng, n, sr, f, [1.0, 6.25], rng.uniform(1.5, 4.0), 0.2)  # fork overtone ~6.25 f, a strike click
+    tau = rng.uniform(1.5, 4.0)
+
+    def make(rng, m):
+        tone = _modes(rng, m, sr, [f, 6.25 * f, 17.5 * f], [1.0, 0.5, 0.3], [tau, 0.08, 0.03])
+        return _onset(tone, 0.5 * _click(sr, 500, 14000, 0.001)(rng, len(tone)))
     return _strikes(rng, n, sr, [rng.uniform(0, 0.2)], make)
+
+
+def _telephone(rng, n, sr, tone):
+    """A call-progress tone as heard from a handset: the earpiece's mild distortion (odd harmonics) and the line's
+    hiss (300-3400 Hz). The tones are 350-620 Hz and the telephone band ends at 3.4 kHz: they stay narrow-band."""
+    drive = rng.uniform(1.0, 3.0)
+    x = np.tanh(drive * tone / max(np.abs(tone).max(), 1e-9)) / np.tanh(drive)
+    return x + rng.uniform(0.005, 0.03) * _band_noise(rng, n, sr, 300, 3400) / 0.3
 
 
 def _dial_tone(rng, n, sr):
     t = _t(n, sr)
     freqs = [[350.0, 440.0], [425.0], [400.0, 450.0], [450.0]][rng.integers(4)]
-    return sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) for f in freqs)
+    return _telephone(rng, n, sr, sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) for f in freqs))
 
 
 def _busy_signal(rng, n, sr):
@@ -214,7 +283,7 @@ def _busy_signal(rng, n, sr):
     freqs, period = [([480.0, 620.0], 1.0), ([425.0], 1.0), ([425.0], 0.4), ([400.0], 0.75)][rng.integers(4)]
     detune, start = rng.uniform(0.99, 1.01), rng.uniform(0, period)  # exchanges differ slightly; cadence phase random
     tone = sum(np.sin(2 * np.pi * f * detune * t + rng.uniform(0, 6.3)) for f in freqs)
-    return tone * _smooth_gate(t + start, period * rng.uniform(0.9, 1.1), 0.5, sr)
+    return _telephone(rng, n, sr, tone) * _smooth_gate(t + start, period * rng.uniform(0.9, 1.1), 0.5, sr)
 
 
 def _ringtone(rng, n, sr):
@@ -237,11 +306,17 @@ def _heartbeat(rng, n, sr):
 
 
 def _knock(rng, n, sr):
+    # knuckles on a door: the wood's low resonance and the hard contact's broadband click
     lo = _loguni(rng, 150, 500)
     times = []
     for g in np.arange(rng.uniform(0, 0.3), n / sr, rng.uniform(0.8, 1.6)):
         times += list(g + np.arange(rng.integers(2, 5)) * rng.uniform(0.12, 0.25))
-    return _strikes(rng, n, sr, times, _click(sr, lo, lo * 8, rng.uniform(0.008, 0.02)))
+    body, contact = _click(sr, lo, lo * 8, rng.uniform(0.008, 0.02)), _click(sr, 1000, 14000, rng.uniform(0.0002, 0.0006))
+
+    def make(rng, m):
+        x = body(rng, m)
+        return _onset(x, rng.uniform(0.3, 1.0) * contact(rng, len(x)))
+    return _strikes(rng, n, sr, times, make)
 
 
 def _rumble(rng, n, sr):
@@ -263,10 +338,15 @@ def _static(rng, n, sr):
 
 
 def _wind(rng, n, sr):
-    t = _t(n, sr)
-    gust = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.1, 0.6) * t + rng.uniform(0, 6.3)) ** 2
-    lo = _loguni(rng, 100, 400)
-    return _band_noise(rng, n, sr, lo, lo * rng.uniform(4, 20), tilt=-0.5) * gust
+    # gusts of broadband noise (most of it low, as a microphone in wind hears it), a howl whose pitch follows the gust,
+    # and leaves or grass rustling in the stronger gusts
+    gust = _slow(rng, n, sr, rng.uniform(0.3, 1.5))
+    body = _band_noise(rng, n, sr, 20, 15000, tilt=-rng.uniform(0.6, 1.0))
+    howl_f = _loguni(rng, 300, 1500) * gust ** 0.3
+    howl = np.sin(2 * np.pi * np.cumsum(howl_f) / sr) * _slow(rng, n, sr, 15)
+    rustle = _band_noise(rng, n, sr, 2000, 14000)
+    norm = lambda x: x / max(x.std(), 1e-9)
+    return gust * norm(body) + rng.uniform(0, 0.4) * gust * norm(howl) + rng.uniform(0.05, 0.3) * gust ** 2 * norm(rustle)
 
 
 def _crackle(rng, n, sr):

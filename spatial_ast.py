@@ -47,6 +47,8 @@ class ModelArgs:
     norm_eps: float = 1e-6
     ipd_scale: float = 1.0    # multiplies the mel cos/sin IPD channels before the stem (1.0 = official; see front())
     stem_channels: int = 1    # channels out of the conv stem = into the patch embedding (1 = official; see front())
+    band_norm: str = ''       # '' (official) | 'mel': standardise every mel band of the two log-mels | 'all': of all 4
+                              # channels, with training-data statistics (buffers band_mean, band_std; see front())
 
 N_CLS = 3  # [CLS] tokens: 0 distance, 1 direction (azimuth + elevation), 2 class
 
@@ -178,6 +180,9 @@ class SpatialAST(nn.Module):
         D, eps = args.dim, args.norm_eps
         # running statistics over the two log-mel channels stand in for a fixed mean/std (none in the official code)
         self.bn = nn.BatchNorm2d(2, affine=False)
+        if args.band_norm:  # per channel and mel band; train_encoder.py fills them from training features
+            self.register_buffer('band_mean', torch.zeros(4, args.n_mels))
+            self.register_buffer('band_std', torch.ones(4, args.n_mels))
         C = args.stem_channels
         self.conv_downsample = nn.Sequential(nn.Conv2d(4, C, 3, padding=1, bias=False), nn.BatchNorm2d(C), nn.GELU())
         self.patch_embed = PatchEmbed(D, args.patch, C)
@@ -211,7 +216,12 @@ class SpatialAST(nn.Module):
         # only the log-mels are normalised; the mel-weighted IPD stays ~1/60 their size (Slaney mel weights sum
         # to ~1/31 per band), which the official run absorbs into the stem over 74k steps; ipd_scale lets a
         # short run start with both inputs at one scale (the stem is linear, so it is a reparameterisation)
-        x = torch.cat([self.bn(feats[:, :2]), feats[:, 2:] * self.args.ipd_scale], dim=1)
+        if self.args.band_norm:  # every band at one scale: a high band's level (and IPD) counts as much as a low one's
+            x = (feats - self.band_mean[:, None]) / self.band_std[:, None]  # (B, 4, T, M) - (4, 1, M)
+            if self.args.band_norm == 'mel':
+                x = torch.cat([x[:, :2], feats[:, 2:] * self.args.ipd_scale], dim=1)
+        else:
+            x = torch.cat([self.bn(feats[:, :2]), feats[:, 2:] * self.args.ipd_scale], dim=1)
         if T != self.args.n_frames:  # official: 1001 -> 1024; here any T is stretched to n_frames
             x = F.interpolate(x, (self.args.n_frames, Fq), mode='bicubic', align_corners=True)
         # the official stem squeezes spectra and phases into one channel: a ViT-B pretrained on spectrograms (AudioMAE)

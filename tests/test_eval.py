@@ -25,6 +25,33 @@ def test_parsers():
     assert ev.parse_labels('Accelerating, revving, vroom; Car') == {'accelerating, revving, vroom', 'car'}
 
 
+REASONED = 'the dog: left 30, front 60, above 10; 2m. the heart sounds, heartbeat: right 0, behind 40, below 30; 4.5m'
+
+
+def test_reasoning_answers_parsed_back():
+    assert ev.stated_positions(REASONED + '. So: Yes') == [
+        ('dog', ('left', 'front', 'above'), (30, 60, 10), 2.0),
+        ('heart sounds, heartbeat', ('right', 'behind', 'below'), (0, 40, 30), 4.5)]
+    for plain in ('Yes', 'No', 'left', 'behind', '3.5m', 'Dog; Bark'):
+        assert ev.conclusion(f'{REASONED}. So: {plain}') == plain and ev.conclusion(plain) == plain
+    assert ev.doa_part(REASONED) == 'the dog: left 30, front 60, above 10; 2m'
+    assert ev.doa_part('left, front, above; 2.5m') == 'left, front, above; 2.5m'
+    assert ev.stated_positions('left, front, above; 2m') == [] and ev.stated_positions('the dog: left') == []
+    ref_d, ref_e = REASONED, REASONED + '. So: Yes'
+    items = [item('MIXUP_SINGLE_DOA', ref_d, ref_d),                                         # right
+             item('MIXUP_SINGLE_DOA', ref_d, 'the dog: right 30, front 60, above 10; 4m'),   # wrong word and 2 m off
+             item('MIXUP_DIRECTION', ref_e, ref_e), item('MIXUP_DIRECTION', ref_e, 'Yes'),  # both concluded Yes
+             item('MIXUP_DIRECTION', ref_e, REASONED + '. So: No'),
+             item('MIXUP_DIRECTION', ref_e, REASONED),                                      # no conclusion
+             item('MIXUP_NONBINARY_DIRECTION', REASONED + '. So: left', REASONED + '. So: left')]
+    m = ev.compute_metrics(items, CLASSES)
+    assert (m['D_doa_acc'], m['D_der']) == (50.0, 50.0)
+    assert m['E_direction_ba'] == 50.0 and m['details']['E_direction']['unparseable'] == 1
+    assert m['details']['MIXUP_NONBINARY_DIRECTION']['exact_acc'] == 100.0
+    # the stated positions of the E answers, scored as D: 5 items x 2 sounds; 'Yes' states none (2 missing)
+    assert m['details']['E_stated'] == {'doa_acc': 80.0, 'der': 20.0, 'statements': 10}
+
+
 def test_detection_exact_scores_and_prf():
     items = [item('CLASSIFICATION', 'Dog; Bark', 'Dog; Bark'), item('CLASSIFICATION', 'Speech', 'Speech'),
              item('CLASSIFICATION', 'Music', '!!garbled'), item('CLASSIFICATION', 'Dog', 'Dog; Music')]

@@ -48,11 +48,11 @@ def fake_sources(root):
     common.write_jsonl(str(root / 'sources.jsonl'), rows)
 
 
-def run_make_qa(tmp, out, seed=1337):
+def run_make_qa(tmp, out, seed=1337, extra=''):
     cfg = tmp / f'cfg_{out}.py'
     cfg.write_text(f'sources = {str(tmp / "src" / "sources.jsonl")!r}\nrender_dir = {str(tmp / "rirs")!r}\n'
                    f'out_dir = {str(tmp / out)!r}\ntrain_counts = {COUNTS!r}\neval_counts = {COUNTS!r}\n'
-                   f'seed = {seed}\n')
+                   f'seed = {seed}\n{extra}')
     r = subprocess.run([sys.executable, 'make_qa.py', str(cfg)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     return tmp / out
@@ -210,6 +210,68 @@ def test_same_seed_identical_files(qa):
     for s in ('train.jsonl', 'eval.jsonl'):
         assert (out / s).read_bytes() == (again / s).read_bytes()
         assert (out / s).read_bytes() != (other / s).read_bytes()
+
+
+def signed(statement):
+    """A parsed statement -> {relation: value} as geo() gives them, from the stated words and angles."""
+    _, words, angles, dist = statement
+    lat, front, elev = (a if w in ('right', 'front', 'above') else -a for w, a in zip(words, angles))
+    return {'right': lat, 'left': -lat, 'front': front, 'behind': -front, 'above': elev, 'below': -elev,
+            'closer': -dist, 'farther': dist}
+
+
+def test_reasoning_answers_parse_back_and_decide(qa):
+    """reasoning=True: the same items (same seed), D and E answers state each sound, then conclude; eval.py reads
+    back exactly the plain answer, and the stated positions alone decide every relation asked."""
+    import eval as ev
+    tmp, _, data, irs, clips = qa
+    out = run_make_qa(tmp, 'qa_reason', extra='reasoning = True\n')
+    assert json.loads((out / 'meta.json').read_text())['reasoning'] is True
+    orders, seen = collections.Counter(), collections.Counter()
+    for split in ('train', 'eval'):
+        for plain, r in zip(data[split], common.read_records(str(out / f'{split}.jsonl'))):
+            qt, ans = r['question_type'], r['answer']
+            assert {k: v for k, v in r.items() if k != 'answer'} == {k: v for k, v in plain.items() if k != 'answer'}
+            if common.TYPE_LETTER[qt] not in 'DE':
+                assert ans == plain['answer']
+                continue
+            seen[qt] += 1
+            said = ev.stated_positions(ans)
+            sounds = [(clips[r['audio_id']], irs[r['reverb_id']]), (clips[r['audio_id2']], irs[r['reverb_id2']])]
+            assert len(said) == 2 and ans.count('. the ') == 1
+            names = [c['labels'][0].lower() for c, _ in sounds]
+            if qt == 'MIXUP_NONBINARY_SOURCE':  # stated in the question's order, so not always the answer first
+                assert sorted(s[0] for s in said) == sorted(names)
+                orders[said[0][0] == names[0]] += 1
+                sounds = sounds if said[0][0] == names[0] else sounds[::-1]
+            else:
+                assert [s[0] for s in said] == names
+            for (name, words, angles, dist), (c, ir) in zip(said, sounds):
+                t, g = common.targets_of(ir['sensor_position'], ir['source_position']), geo(ir)
+                assert list(words) == t['direction'] and ev.parse_distance(common.distance_words(t['distance'])) == dist
+                assert all(abs(a - abs(g[k])) <= make_qa.REASON_STEP_DEG / 2 + 1e-9 and a % make_qa.REASON_STEP_DEG == 0
+                           for a, k in zip(angles, ('right', 'front', 'above')))
+            a, b = signed(said[0]), signed(said[1])
+            if qt == 'MIXUP_SINGLE_DOA':
+                part = ev.doa_part(ans)
+                assert (ev.parse_direction(part), ev.parse_distance(part)) == \
+                    (ev.parse_direction(plain['answer']), ev.parse_distance(plain['answer']))
+                assert 'So:' not in ans
+                continue
+            assert ans.endswith('. So: ' + plain['answer']) and ev.conclusion(ans) == plain['answer']
+            p = parse(r, split)
+            if qt in make_qa.BINARY_TYPES:
+                rel = invert(make_qa.REL_PHRASE)[p['rel']]
+                assert (a[rel] > b[rel]) == (plain['answer'] == 'Yes') and a[rel] != b[rel]
+            elif qt == 'MIXUP_NONBINARY_DIRECTION':
+                assert a[plain['answer']] > b[plain['answer']]
+            elif qt == 'MIXUP_NONBINARY_SOURCE':
+                rel = invert(make_qa.CMP_PHRASE)[p['cmp']]
+                winner = said[0] if said[0][0] == names[0] else said[1]
+                loser = said[1] if winner is said[0] else said[0]
+                assert signed(winner)[rel] > signed(loser)[rel]
+    assert set(seen) == {t for t in make_qa.QUESTION_TYPES if common.TYPE_LETTER[t] in 'DE'}
+    assert orders[True] and orders[False]
 
 
 def test_official_records_load(tmp_path):

@@ -36,6 +36,20 @@ def test_bank_deterministic_varied_and_sane():
         assert all(not np.allclose(a, b) for b in others), name  # varied within the class
 
 
+# sounds that are narrow-band or low by nature (a test tone, mains hum, a fork after its strike, telephone tones,
+# a heartbeat, a rumble); every other class must reach where the pinna cues live (front/behind, above/below)
+LOW_OR_NARROW = {'Sine wave', 'Hum', 'Tuning fork', 'Dial tone', 'Busy signal', 'Heart sounds, heartbeat', 'Rumble'}
+
+
+def test_bank_classes_reach_above_4khz():
+    for name in set(sources.SYNTH_CLASSES) - LOW_OR_NARROW:
+        fracs = []
+        for i in range(4):
+            p = np.abs(np.fft.rfft(sources.synth_clip(name, 1337, i, 1.0).astype(np.float64))) ** 2
+            fracs.append(p[np.fft.rfftfreq(32000, 1 / 32000) > 4000].sum() / p.sum())
+        assert np.median(fracs) > 0.005, (name, fracs)
+
+
 def test_synth_run_writes_list_and_clips(tmp_path):
     out = tmp_path / 'bank'
     r = subprocess.run([sys.executable, 'sources.py', '--collection=synth', f'--out_dir={out}', '--clips_train=2',

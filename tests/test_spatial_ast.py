@@ -36,6 +36,25 @@ def test_wider_stem_channels():
         assert not torch.allclose(m.tokens(feats), before)
 
 
+def test_band_norm_standardises_each_band():
+    m = tiny(band_norm='all').eval()
+    assert 'band_mean' in m.state_dict() and 'band_mean' not in tiny().state_dict()  # official dict unchanged
+    feats = torch.randn(2, 4, 64, 128) * torch.linspace(0.1, 5, 128) + torch.arange(4.0)[:, None, None]
+    with torch.no_grad():
+        m.band_mean.copy_(feats.mean((0, 2)))
+        m.band_std.copy_(feats.std((0, 2)))
+    m.conv_downsample = torch.nn.Identity()  # what the stem reads: every band of every channel at mean 0, std 1
+    with torch.no_grad():
+        x = m.front(feats)
+    assert torch.allclose(x.mean((0, 2)), torch.zeros(4, 128), atol=1e-4)
+    assert torch.allclose(x.std((0, 2)), torch.ones(4, 128), atol=1e-3)
+    m.args.band_norm = 'mel'  # only the log-mels: the IPD channels as without band_norm (x ipd_scale)
+    with torch.no_grad():
+        x = m.front(feats)
+    assert torch.allclose(x[:, :2].std((0, 2)), torch.ones(2, 128), atol=1e-3)
+    assert torch.equal(x[:, 2:], feats[:, 2:] * m.args.ipd_scale)
+
+
 def test_shapes_train_and_eval():
     m = tiny()
     feats = torch.randn(3, 4, 50, 128)  # any T: stretched to n_frames

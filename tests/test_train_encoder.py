@@ -208,6 +208,18 @@ def test_train_resume_exact_and_eval_only(tmp_path):
     assert len(read_log(a)) == 4
 
 
+def test_band_norm_statistics_from_training_data(tmp_path):
+    sources, rd = make_data(tmp_path)
+    common = TINY + [f'--sources={sources}', f'--render_dir={rd}', '--eval_interval=2', '--max_iters=2']
+    stdout = run_script(common + [f'--out_dir={tmp_path / "a"}', '--band_norm=all', '--band_norm_batches=2'])
+    assert 'band_norm: statistics of 2 x 4 training examples' in stdout
+    model, ckpt = load_checkpoint(tmp_path / 'a' / 'ckpt.pt', 'cpu')
+    assert ckpt['model_args']['band_norm']
+    mean, std = model.band_mean, model.band_std  # (4, n_mels): log-mels below 0, IPD cosines near 1 at low bands
+    assert mean.shape == std.shape == (4, 128) and (std > 0).all() and (mean[:2] < 0).all()
+    assert not torch.allclose(mean[0], mean[0, :1].expand(128))  # one statistic per band, not per channel
+
+
 def test_fine_tune_from_a_checkpoint(tmp_path):
     """init_from=<our ckpt.pt>: the model (and its model_args) start from that checkpoint, the iteration count at 0."""
     sources, rd = make_data(tmp_path)
