@@ -9,7 +9,8 @@ Random (DER: lower by >= margin) on every run.
     python bench/seeds.py --seeds=1,2 --bat.stage_iters=[2,2,2] --eval.max_items=20 --encoder.max_iters=4   # smoke
 
 Flags: --seeds=a,b,c  --threads=N (OMP/MKL threads of every stage; 0 = torch's default)  --out=DIR (per-seed
-encoder/, bat/, eval/ and seeds.md)  --data=DIR (rirs/, sources/, qa/; out/demo = the demo's own)  --margin=10.
+encoder/, bat/, eval/ and seeds.md)  --data=DIR (rirs/, sources/, qa/; out/demo = the demo's own)  --margin=10
+--reuse=1 (a seed whose <out>/seed<N>/eval/metrics.json exists is summarised, not run again).
 Any other --key=value goes to every stage; --<stage>.key=value to one stage (stage: render, sources, qa, encoder,
 bat, eval), e.g. --qa.reasoning=True --eval.max_new_tokens=64.
 """
@@ -30,7 +31,7 @@ COLUMNS = [('A_mAP', 'A mAP', False), ('C_mAP', 'C mAP', False), ('B_doa_acc', '
 
 def parse_args(argv):
     """-> (own settings, {stage: [flags]}); unprefixed flags go to every stage."""
-    own = {'seeds': '1337,2,3', 'threads': 0, 'out': 'out/seeds', 'data': 'out/demo', 'margin': 10.0}
+    own = {'seeds': '1337,2,3', 'threads': 0, 'out': 'out/seeds', 'data': 'out/demo', 'margin': 10.0, 'reuse': 0}
     flags = {s: [] for s in STAGES}
     for arg in argv:
         if not arg.startswith('--') or '=' not in arg:
@@ -127,7 +128,10 @@ if __name__ == '__main__':
         run_dir = os.path.join(own['out'], f'seed{seed}')
         os.makedirs(run_dir, exist_ok=True)
         print(f'=== seed {seed} ({run_dir})', flush=True)
-        for stage, cmd, done in commands(own, flags, seed):
+        finished = os.path.exists(os.path.join(run_dir, 'eval', 'metrics.json'))
+        if own['reuse'] and finished:  # e.g. seeds run in parallel processes, or the demo's own out/demo copied here
+            print('  reused: its eval/metrics.json is there', flush=True)
+        for stage, cmd, done in commands(own, flags, seed) if not (own['reuse'] and finished) else []:
             if done and os.path.exists(os.path.join(ROOT, done)):
                 continue  # a shared data stage already there
             log = os.path.join(own['out'], f'{stage}.log') if done else os.path.join(run_dir, f'{stage}.log')

@@ -41,3 +41,19 @@ def test_worst_median_and_goal():
     lines, ok = seeds.summarise(runs, 10.0)
     assert not ok and '| E direction | 59.00 | 65.00 | 50.00 | 2 of 3 |' in lines
     assert '| D DER | 80.00 | 40.00 | 86.00 | 2 of 3 |' in lines and lines[-1].endswith('NOT MET')
+
+
+def test_reuse_summarises_finished_seeds(tmp_path):
+    """--reuse=1: a seed whose eval/metrics.json is there runs no stage (its encoder and eval metrics are read)."""
+    import json
+    import subprocess
+    for seed in (7, 8):
+        for part, m in (('eval', metrics(60.0, 50.0, 40.0, 86.0)),
+                        ('encoder', {'mAP': 80.0, 'ER20': 70.0, 'MAE_deg': 50.0, 'DER': 30.0})):
+            (tmp_path / f'seed{seed}' / part).mkdir(parents=True)
+            (tmp_path / f'seed{seed}' / part / 'metrics.json').write_text(json.dumps(m))
+    p = subprocess.run([sys.executable, 'bench/seeds.py', '--seeds=7,8', '--reuse=1', f'--out={tmp_path}',
+                        f'--data={tmp_path / "no_data"}'], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count('reused') == 2 and 'render' not in p.stdout
+    assert '| A mAP | 60.00 | 60.00 | 50.00 | 2 of 2 |' in (tmp_path / 'seeds.md').read_text()
