@@ -421,7 +421,7 @@ def test_finetuned_pth_feeds_train_encoder_and_train_bat(release, tmp_path):
                '--clip_pad=zero', '--roll_mag=True', '--sampler=shuffle', '--epochs=1', '--warmup_epochs=0',
                '--batch_size=3', '--eval_items=3', '--eval_batch_size=3', f"--out_dir={tmp_path / 'enc'}"])
     assert 'official Spatial-AST weights' in out and '1 epochs x 2 iterations' in out
-    ck = torch.load(tmp_path / 'enc' / 'ckpt.pt', weights_only=False)
+    ck = torch.load(tmp_path / 'enc' / 'ckpt.pt', weights_only=True)
     assert ck['classes'] == [n for _, n in CLASS_ROWS] and ck['model_args']['dim'] == SMALL_ENC['dim']
     q = release / 'SpatialSoundQA' / 'closed-end' / 'stage3-mixup'
     out = run(['train_bat.py', f"--train_file={q / 'train.json'}", f"--eval_file={q / 'eval-stage3-direction.json'}",
@@ -433,7 +433,7 @@ def test_finetuned_pth_feeds_train_encoder_and_train_bat(release, tmp_path):
                '--qformer_heads=2', '--qformer_ffn=48', '--batch_size=2', '--eval_interval=2', '--eval_iters=1',
                '--log_interval=1', '--device=cpu', f"--out_dir={tmp_path / 'bat'}"])
     assert 'iter 2/2' in out
-    ck = torch.load(tmp_path / 'bat' / 'ckpt.pt', weights_only=False)
+    ck = torch.load(tmp_path / 'bat' / 'ckpt.pt', weights_only=True)
     assert ck['config']['clip_pad'] == 'zero' and any('lora_' in k for k in ck['model'])
 
 
