@@ -22,3 +22,14 @@ def pytest_sessionstart(session):
         pytest.exit(f"reference libraries missing: {', '.join(missing)}. Install the test requirements: "
                     f".venv/bin/pip install -r requirements-dev.txt (slab: pip install --no-deps slab==1.8.2), "
                     f"or run bash test.sh", returncode=3)
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Tiny matrices: a second thread only adds barrier waits, which get long when other jobs share the cores.
+    A module asks for it with `pytestmark = pytest.mark.usefixtures('one_thread')`."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

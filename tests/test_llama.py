@@ -15,13 +15,7 @@ import llama
 from llama import (CheckpointError, ModelArgs, Transformer, apply_lora, load, load_lora, lora_state_dict, merge_lora,
                    permute_qk, unpermute_qk)
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny matrices: a second thread only adds barrier waits, which get long when other jobs share the cores
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 
 
 TINY = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, multiple_of=32, max_seq_len=128)

@@ -26,12 +26,7 @@ PY = sys.executable
 SR = 32000
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 
 
 def randomise(module, seed=0):

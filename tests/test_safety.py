@@ -247,6 +247,12 @@ def copy_run(root, tmp_path):
     return folder, snapshot(folder)
 
 
+def overwrite_run(root, qa, folder):
+    """train_bat.py told to start over (--overwrite=True) in the copied run folder, on the QA folder qa."""
+    return script('train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={root / "enc" / "ckpt.pt"}', f'--out_dir={folder}',
+                  '--stage_iters=[1,1,1]', '--overwrite=True', *TINY)
+
+
 def test_fresh_run_into_folder_with_checkpoint(run, tmp_path):
     root, _ = run
     folder, before = copy_run(root, tmp_path)
@@ -266,9 +272,7 @@ def test_failing_overwrite_run_leaves_folder_byte_identical(run, tmp_path):
     recs = [json.loads(line) for line in (qa / 'train.jsonl').read_text().splitlines()]
     recs[3]['audio_id'] = 'clips/missing.wav'
     (qa / 'train.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs))
-    p = script('train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={root / "enc" / "ckpt.pt"}', f'--out_dir={folder}',
-               '--stage_iters=[1,1,1]', '--overwrite=True', *TINY)
-    refused(p, 'missing.wav')
+    refused(overwrite_run(root, qa, folder), 'missing.wav')
     assert snapshot(folder) == before
 
 
@@ -279,9 +283,7 @@ def test_failing_run_with_broken_qa_line_leaves_folder_byte_identical(run, tmp_p
     shutil.copytree(root / 'qa', qa)
     with open(qa / 'train.jsonl', 'a') as f:
         f.write('{"audio_id": "clips/0.wav"\n')
-    p = script('train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={root / "enc" / "ckpt.pt"}', f'--out_dir={folder}',
-               '--stage_iters=[1,1,1]', '--overwrite=True', *TINY)
-    refused(p, 'train.jsonl:29: not valid JSON')
+    refused(overwrite_run(root, qa, folder), 'train.jsonl:29: not valid JSON')
     assert snapshot(folder) == before
 
 
