@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_env.sh dev
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/python -m pytest -q "${@:-tests}"
+# tests spread over one worker per core (pytest-xdist); a file marked xdist_group stays on one worker, so its module
+# fixture is built once. NANOBAT_TEST_WORKERS=0 runs them all in this process
+exec .venv/bin/python -m pytest -q -n "${NANOBAT_TEST_WORKERS:-2}" --dist loadgroup "${@:-tests}"

@@ -16,6 +16,14 @@ REFERENCES = {'librosa': 'mel filters and STFT (features.py)', 'pyroomacoustics'
               'slab': 'the measured KEMAR HRTF (render.py)'}
 
 
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # test.sh runs one worker per core (pytest-xdist): each worker, and the scripts its tests start, keeps to one
+    # thread, so two workers never fight over the two cores (torch's OpenMP barriers stall badly when they do)
+    os.environ['OMP_NUM_THREADS'] = os.environ['MKL_NUM_THREADS'] = '1'
+    import torch
+    torch.set_num_threads(1)
+
+
 def pytest_sessionstart(session):
     missing = [f'{name} ({why})' for name, why in REFERENCES.items() if importlib.util.find_spec(name) is None]
     if missing:

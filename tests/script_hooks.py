@@ -12,6 +12,8 @@ Each process appends JSON lines to <out>/rank<R>.jsonl:
   the BCE output ("bce", a scalar) and each cross-entropy output, named by its number of classes (21 distance,
   360 azimuth, 180 elevation; the LLM's own: its vocabulary), summed over its rows, and its number of input rows;
 and <out>/grads<R>.pt: the gradients the first optimizer step applies, in parameter order.
+With HOOKS_COMPILE_BACKEND set (e.g. aot_eager), torch.compile uses that backend: the graph capture and autograd of
+the script's model without minutes of C++ code generation.
 Nothing of the scripts is changed: the hooks wrap torch and features functions the scripts call.
 """
 import ast
@@ -94,6 +96,9 @@ def install(out):
     patch(features.AudioCache, 'clip', record_clip)
     patch(features, 'qa_waveforms', record_records)
     patch(torch.optim, 'AdamW', RecordingAdamW)
+    if os.environ.get('HOOKS_COMPILE_BACKEND'):
+        compile_ = torch.compile
+        patch(torch, 'compile', lambda model, **k: compile_(model, **{**k, 'backend': os.environ['HOOKS_COMPILE_BACKEND']}))
 
     def undo():
         for (owner, name), value in saved.items():
@@ -101,20 +106,53 @@ def install(out):
     return undo
 
 
-def run_script(out, script, args):
-    """Run ROOT/script as __main__ in this process with the hooks on (argv = args); restores what it changed."""
+def run_here(*args, env=None):
+    """`python <args>` in the repo root, run in this process: exit code, stdout and stderr as subprocess.run would give
+    them (torch is imported once per test process instead of once per call, ~3 s each: most of the suite's time
+    otherwise). SystemExit('message') exits 1 with the message on stderr, as Python does; any other exception is a
+    traceback on stderr. What the script changes (argv, cwd, environment, torch threads) is put back; env: extra
+    environment variables for the run."""
+    import contextlib
+    import io
+    import subprocess
+    import traceback
     import torch
-    undo = install(out)
-    argv, cwd, threads = sys.argv, os.getcwd(), torch.get_num_threads()
-    sys.argv = [script] + list(args)
+    args = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, os.getcwd(), dict(os.environ), torch.get_num_threads()
+    sys.argv = args
     os.chdir(ROOT)
+    os.environ.update({'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', **(env or {})})
     try:
-        runpy.run_path(str(ROOT / script), run_name='__main__')
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(ROOT / args[0]), run_name='__main__')
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
     finally:
-        sys.argv = argv
-        os.chdir(cwd)
-        torch.set_num_threads(threads)
+        sys.argv = saved[0]
+        os.chdir(saved[1])
+        os.environ.clear()
+        os.environ.update(saved[2])
+        torch.set_num_threads(saved[3])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def run_script(out, script, args):
+    """Run ROOT/script as __main__ in this process with the hooks on (argv = args); raises if it fails."""
+    undo = install(out)
+    try:
+        p = run_here(script, *args)
+    finally:
         undo()
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p.stdout
 
 
 def read(out, rank=0, kind='clip'):

@@ -15,7 +15,7 @@ import llama
 from llama import (CheckpointError, ModelArgs, Transformer, apply_lora, load, load_lora, lora_state_dict, merge_lora,
                    permute_qk, unpermute_qk)
 
-pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
+pytestmark = [pytest.mark.usefixtures('one_thread'), pytest.mark.xdist_group('llama')]  # conftest.py; test.sh
 
 
 TINY = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, multiple_of=32, max_seq_len=128)

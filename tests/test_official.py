@@ -7,10 +7,6 @@ Run: python -m pytest -q tests/test_official.py   (CPU, no downloads)
 """
 import argparse
 import json
-import os
-import subprocess
-import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +14,15 @@ import pytest
 import torch
 
 import bat
+import script_hooks as hooks
 import llama
 import spatial_ast
 
 ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
 SR = 32000
 
 
-pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
+pytestmark = [pytest.mark.usefixtures('one_thread'), pytest.mark.xdist_group('official')]  # conftest.py; test.sh
 
 
 def randomise(module, seed=0):
@@ -288,9 +284,8 @@ def release(tmp_path_factory):
     return write_release(tmp_path_factory.mktemp('SpatialAudio'))
 
 
-def run(args, timeout=300):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'}
-    p = subprocess.run([PY] + args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+def run(args):
+    p = hooks.run_here(*args)  # in this process (tests/script_hooks.py)
     assert p.returncode == 0, f"{args[:2]} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p.stdout
 

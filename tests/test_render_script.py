@@ -1,21 +1,20 @@
 """render.py as a script: layout and fields of the index, same seed same bytes, disjoint train/eval rooms, rerun."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import script_hooks as hooks
 from common import distance_class, offset, parse_xyz
 
+pytestmark = pytest.mark.xdist_group('render_script')  # its module fixture is built once, on one worker (test.sh)
 ARGS = ['--n_train_rooms=3', '--n_eval_rooms=2', '--irs_per_room=8', '--ir_seconds=0.25', '--batch_size=16',
         '--device=cpu']
 
 
 def run(out_dir, *extra):
-    cmd = [sys.executable, 'render.py', *ARGS, f'--out_dir={out_dir}', *extra]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    res = hooks.run_here('render.py', *ARGS, f'--out_dir={out_dir}', *extra)  # in this process
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout
 

@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +16,15 @@ import torch
 
 import common
 import features
+import script_hooks as hooks
 from test_train_bat import TINY, make_tiny
 
+pytestmark = pytest.mark.xdist_group('safety')  # its module fixture is built once, on one worker (test.sh)
 ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
 SR = 32000
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'}
 
 
-def script(*args, timeout=300):
-    return subprocess.run([PY, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
+script = hooks.run_here  # `python <args>`, in this process: returncode, stdout, stderr
 
 
 def ok(*args):
@@ -557,11 +554,11 @@ SCRIPTS = ['render.py', 'sources.py', 'make_qa.py', 'train_encoder.py', 'train_b
 @pytest.mark.parametrize('name', SCRIPTS)
 def test_help_on_every_script(name):
     first_doc_line = (ROOT / name).read_text().split('"""')[1].strip().splitlines()[0]
-    p = script(name, '--help', timeout=120)
+    p = script(name, '--help')
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.startswith(first_doc_line) and 'settings (--key=value' in p.stdout
     assert "--device=" in p.stdout
-    assert script(name, '-h', timeout=120).stdout == p.stdout
+    assert script(name, '-h').stdout == p.stdout
 
 
 def test_help_lists_defaults_and_comments():

@@ -1,5 +1,4 @@
 """spatial_ast.py: shapes, train-only augmentations, positional table, and loading official / AudioMAE names."""
-import numpy as np
 import pytest
 import torch
 

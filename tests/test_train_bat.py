@@ -80,8 +80,12 @@ TINY = ['--clip_seconds=0.5', '--llm_dim=32', '--llm_layers=1', '--llm_heads=2',
         '--learning_rate=1e-3', '--warmup_iters=1', '--encode_batch_size=8', '--threads=1']
 
 
-def run(args, **kw):
-    p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+def run(args, env=None):
+    """`python <args>`: torchrun and tests/script_hooks.py in a subprocess, a stage script in this process."""
+    if args[1] in ('-m', 'tests/script_hooks.py'):
+        p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    else:
+        p = hooks.run_here(*args[1:])
     assert p.returncode == 0, f"{args[:3]} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p.stdout
 
@@ -134,8 +138,8 @@ def test_train_resume_eval_sample(tiny, tmp_path):
                '--device=cpu'])
     assert 'resampled' in out and 'answer:' in out
     sf.write(tmp_path / 'mono.wav', np.zeros(8000, np.float32), SR)
-    p = subprocess.run([PY, 'sample.py', f'--ckpt={full / "ckpt.pt"}', f'--wav={tmp_path / "mono.wav"}',
-                        '--question=Where?', '--device=cpu'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    p = hooks.run_here('sample.py', f'--ckpt={full / "ckpt.pt"}', f'--wav={tmp_path / "mono.wav"}',
+                       '--question=Where?', '--device=cpu')
     assert p.returncode != 0 and 'mono' in (p.stdout + p.stderr)
 
 
@@ -144,9 +148,7 @@ def test_sample_hears_a_rendered_left_source_on_the_left(tiny, tmp_path):
     degrees to the left (KEMAR), both of sample.py's inputs (a binaural WAV; a dry clip + IR) give exactly the
     waveform the training pipeline (features.qa_waveforms) makes of that item, so the same encoder tokens; and that
     waveform is 'left': the left ear louder in every feature frame's log-mel and earlier by KEMAR's lateral ITD.
-    (A tiny BAT trained in seconds on a random encoder does not learn left from right -- its projector outputs for a
-    left and a right source differed by 0.2 %, so "answer: left" cannot be asked of it; eval.py/sample.py agreement
-    on a trained model is in test_train_resume_eval_sample.)"""
+    (sample.py's answer "left" from a trained chain: tests/test_sample.py.)"""
     import soundfile as sf
     import bat
     import features
@@ -276,12 +278,16 @@ def test_torchrun_fsdp_lora_matches_ddp_and_resumes(tiny, tmp_path):
 
 
 def test_compile_switch(tiny, tmp_path):
-    """compile=True trains (torch.compile, ~1 min of compiling on a CPU) and saves the same keys as eager."""
+    """compile=True trains and saves the same keys as eager. torch.compile runs with the aot_eager backend (through
+    tests/script_hooks.py): dynamo's graph capture and AOT autograd of our model, without inductor's minutes of C++
+    code generation on a cold cache (`--compile=True` with the default backend: bench, or a GPU run)."""
     qa, enc = tiny
-    base = [PY, 'train_bat.py', f'--qa_dir={qa}', f'--encoder_ckpt={enc}', '--stages=1', '--stage_iters=[1]'] + TINY
+    base = [PY, 'tests/script_hooks.py', str(tmp_path / 'hooks'), 'train_bat.py', f'--qa_dir={qa}',
+            f'--encoder_ckpt={enc}', '--stages=1', '--stage_iters=[1]'] + TINY
     keys = {}
     for flag in ('False', 'True'):
-        out = run(base + [f'--out_dir={tmp_path / flag}', f'--compile={flag}'])
+        out = run(base + [f'--out_dir={tmp_path / flag}', f'--compile={flag}'],
+                  env={**os.environ, 'HOOKS_COMPILE_BACKEND': 'aot_eager', 'TORCH_LOGS': 'graph_breaks'})
         assert 'stage 1 iter 1/1' in out
         keys[flag] = set(torch.load(tmp_path / flag / 'ckpt.pt', weights_only=True)['model'])
     assert keys['True'] == keys['False'] and not any('_orig_mod' in k for k in keys['True'])

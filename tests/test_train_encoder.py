@@ -3,7 +3,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,14 +63,16 @@ TINY = ['--device=cpu', '--clip_seconds=0.5', '--rir_seconds=0.05', '--n_frames=
 
 
 def run_script(args, nproc=0, timeout=120, hooks_out=None):
-    """train_encoder.py in a subprocess (torchrun with nproc); hooks_out: through tests/script_hooks.py, recording."""
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
-    script = ['train_encoder.py'] if hooks_out is None else ['tests/script_hooks.py', str(hooks_out), 'train_encoder.py']
-    if nproc:
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] + script + args
+    """train_encoder.py: in this process (tests/script_hooks.py), or with nproc under torchrun in subprocesses;
+    hooks_out: through tests/script_hooks.py, recording."""
+    if not nproc and hooks_out is None:
+        p = hooks.run_here('train_encoder.py', *args)
     else:
-        cmd = [sys.executable] + script + args
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+        env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+        script = ['train_encoder.py'] if hooks_out is None else ['tests/script_hooks.py', str(hooks_out), 'train_encoder.py']
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] * bool(nproc)
+        cmd = (cmd or [sys.executable]) + script + args
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p.stdout
 
