@@ -70,9 +70,9 @@ def run_script(args, nproc=0, timeout=120, hooks_out=None):
     else:
         env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
         script = ['train_encoder.py'] if hooks_out is None else ['tests/script_hooks.py', str(hooks_out), 'train_encoder.py']
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] * bool(nproc)
-        cmd = (cmd or [sys.executable]) + script + args
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+        launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] \
+            if nproc else [sys.executable]
+        p = subprocess.run(launcher + script + args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p.stdout
 
