@@ -144,6 +144,13 @@ def run_here(*args, env=None):
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
+def run_ok(*args, env=None):
+    """run_here that must succeed: its stdout (else the test fails with the script's last output)."""
+    p = run_here(*args, env=env)
+    assert p.returncode == 0, f"{args[:2]} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p.stdout
+
+
 def run_script(out, script, args):
     """Run ROOT/script as __main__ in this process with the hooks on (argv = args); raises if it fails."""
     undo = install(out)

@@ -285,9 +285,7 @@ def release(tmp_path_factory):
 
 
 def run(args):
-    p = hooks.run_here(*args)  # in this process (tests/script_hooks.py)
-    assert p.returncode == 0, f"{args[:2]} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-    return p.stdout
+    return hooks.run_ok(*args)  # in this process (tests/script_hooks.py)
 
 
 def test_eval_released_bat_on_official_files(release, tmp_path):

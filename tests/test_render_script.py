@@ -14,9 +14,7 @@ ARGS = ['--n_train_rooms=3', '--n_eval_rooms=2', '--irs_per_room=8', '--ir_secon
 
 
 def run(out_dir, *extra):
-    res = hooks.run_here('render.py', *ARGS, f'--out_dir={out_dir}', *extra)  # in this process
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res.stdout
+    return hooks.run_ok('render.py', *ARGS, f'--out_dir={out_dir}', *extra)  # in this process
 
 
 def files(out_dir):

@@ -16,10 +16,7 @@ SR = 32000
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
-def run(*args):
-    p = hooks.run_here(*args)  # in this process (tests/script_hooks.py)
-    assert p.returncode == 0, f"{args[:2]} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-    return p.stdout
+run = hooks.run_ok  # `python <args>` in this process, must succeed: its stdout
 
 
 def noise_sources(folder, n_train=8, n_eval=2):
