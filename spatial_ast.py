@@ -30,6 +30,7 @@ class ModelArgs:
     n_frames: int = 1024      # time frames after the bicubic resize (10 s = 1001 frames -> 1024)
     n_mels: int = 128         # mel bins of the features
     patch: int = 16           # square patches, stride = patch (no overlap): 64 x 8 = 512 tokens at paper size
+    patch_f: int = 0          # mel bins a patch spans (0 = patch, square as official; n_mels = one token per time step)
     dim: int = 768            # ViT-B
     depth: int = 12
     n_heads: int = 12
@@ -100,7 +101,8 @@ def random_masking_2d(x, grid_t, grid_f, mask_t_prob, mask_f_prob):
     """AudioMAE-style structured masking: drop whole time rows and frequency columns of the patch grid.
     x (B, grid_t * grid_f, D) -> (B, keep_t * keep_f, D); the dropped tokens are removed, not zeroed."""
     B, N, D = x.shape
-    keep_t, keep_f = int(grid_t * (1 - mask_t_prob)), int(grid_f * (1 - mask_f_prob))
+    # at least one row and column stays (a full-band patch grid has a single column)
+    keep_t, keep_f = max(1, int(grid_t * (1 - mask_t_prob))), max(1, int(grid_f * (1 - mask_f_prob)))
     rows = torch.rand(B, grid_t, device=x.device).argsort(dim=1)[:, :keep_t].sort(dim=1).values  # (B, keep_t)
     cols = torch.rand(B, grid_f, device=x.device).argsort(dim=1)[:, :keep_f].sort(dim=1).values  # (B, keep_f)
     x = x.view(B, grid_t, grid_f, D)
@@ -174,9 +176,10 @@ class SpatialAST(nn.Module):
 
     def __init__(self, args):
         super().__init__()
-        assert args.n_frames % args.patch == 0 and args.n_mels % args.patch == 0, 'frames and mels must tile by patch'
+        self.patch_t, self.patch_f = args.patch, args.patch_f or args.patch
+        assert args.n_frames % self.patch_t == 0 and args.n_mels % self.patch_f == 0, 'frames and mels must tile'
         self.args = args
-        self.grid_t, self.grid_f = args.n_frames // args.patch, args.n_mels // args.patch
+        self.grid_t, self.grid_f = args.n_frames // self.patch_t, args.n_mels // self.patch_f
         D, eps = args.dim, args.norm_eps
         # running statistics over the two log-mel channels stand in for a fixed mean/std (none in the official code)
         self.bn = nn.BatchNorm2d(2, affine=False)
@@ -185,7 +188,7 @@ class SpatialAST(nn.Module):
             self.register_buffer('band_std', torch.ones(4, args.n_mels))
         C = args.stem_channels
         self.conv_downsample = nn.Sequential(nn.Conv2d(4, C, 3, padding=1, bias=False), nn.BatchNorm2d(C), nn.GELU())
-        self.patch_embed = PatchEmbed(D, args.patch, C)
+        self.patch_embed = PatchEmbed(D, (self.patch_t, self.patch_f), C)
         # a persistent buffer: fixed, saved under the official key, and never seen by the optimizer
         self.register_buffer('pos_embed', sincos_pos_embed(D, self.grid_t, self.grid_f))
         self.cls_tokens = nn.Parameter(torch.zeros(1, N_CLS, D))
@@ -256,12 +259,12 @@ class SpatialAST(nn.Module):
     def flops_per_sample(self, training=True):
         """Matmul FLOPs of one example through the transformer (forward x3 for training), for MFU."""
         a = self.args
-        n = N_CLS + (int(self.grid_t * (1 - a.mask_t_prob)) * int(self.grid_f * (1 - a.mask_f_prob))
+        n = N_CLS + (max(1, int(self.grid_t * (1 - a.mask_t_prob))) * max(1, int(self.grid_f * (1 - a.mask_f_prob)))
                      if training else self.grid_t * self.grid_f)
         hidden = int(a.dim * a.mlp_ratio)
         per_token = 2 * (4 * a.dim * a.dim + 2 * a.dim * hidden) * a.depth  # qkv + proj + mlp
         attn = 2 * 2 * n * n * a.dim * a.depth  # scores + weighted sum
-        patch = 2 * self.grid_t * self.grid_f * a.dim * a.patch * a.patch
+        patch = 2 * self.grid_t * self.grid_f * a.dim * self.patch_t * self.patch_f
         return (3 if training else 1) * (n * per_token + attn + patch)
 
 # -----------------------------------------------------------------------------

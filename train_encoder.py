@@ -398,7 +398,7 @@ two_source_spatial = False     # such mixtures also train the spatial heads, two
 batch_size = 64                # per process, per micro-step (official: 64 on each of 4 GPUs)
 gradient_accumulation_steps = 1  # x processes x batch_size = samples per step (official 256)
 # model (ModelArgs fields, their defaults the official ViT-B; n_classes comes from the data)
-n_frames = 1024; n_mels = 128; patch = 16; dim = 768; depth = 12; n_heads = 12; mlp_ratio = 4.0
+n_frames = 1024; n_mels = 128; patch = 16; patch_f = 0; dim = 768; depth = 12; n_heads = 12; mlp_ratio = 4.0
 drop_path = 0.1; mask_t_prob = 0.25; mask_f_prob = 0.25; freq_mask = 48; time_mask = 192
 spec_masks = 'batch'           # SpecAugment: 'batch' (one mask for the batch, the official torchaudio call) | 'item'
 ipd_scale = 1.0                # x the mel IPD channels before the stem (1.0 = official)
@@ -516,10 +516,10 @@ if __name__ == '__main__':
         for k in ('drop_path', 'mask_t_prob', 'mask_f_prob', 'freq_mask', 'time_mask', 'spec_masks'):
             setattr(model_args, k, globals()[k])  # training settings stay this run's
     else:
-        model_args = ModelArgs(n_frames=n_frames, n_mels=n_mels, patch=patch, dim=dim, depth=depth, n_heads=n_heads,
-                               mlp_ratio=mlp_ratio, n_classes=len(classes), drop_path=drop_path, mask_t_prob=mask_t_prob,
-                               mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask, spec_masks=spec_masks,
-                               ipd_scale=ipd_scale, stem_channels=stem_channels, band_norm=band_norm)
+        model_args = ModelArgs(n_frames=n_frames, n_mels=n_mels, patch=patch, patch_f=patch_f, dim=dim, depth=depth,
+                               n_heads=n_heads, mlp_ratio=mlp_ratio, n_classes=len(classes), drop_path=drop_path,
+                               mask_t_prob=mask_t_prob, mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask,
+                               spec_masks=spec_masks, ipd_scale=ipd_scale, stem_channels=stem_channels, band_norm=band_norm)
     model = SpatialAST(model_args)
     iter_num, best_mae = 0, float('inf')
     if ckpt is not None and is_ours:

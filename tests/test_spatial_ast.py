@@ -18,7 +18,7 @@ def test_paper_defaults():
     assert (a.n_frames, a.n_mels, a.patch, a.dim, a.depth, a.n_heads, a.mlp_ratio) == (1024, 128, 16, 768, 12, 12, 4.0)
     assert (a.n_classes, a.n_distance, a.n_azimuth, a.n_elevation) == (355, 21, 360, 180)
     assert (a.drop_path, a.mask_t_prob, a.mask_f_prob, a.freq_mask, a.time_mask) == (0.1, 0.25, 0.25, 48, 192)
-    assert (a.ipd_scale, a.stem_channels) == (1.0, 1)  # the official front
+    assert (a.ipd_scale, a.stem_channels, a.patch_f) == (1.0, 1, 0)  # the official front, square patches
 
 
 def test_wider_stem_channels():
@@ -33,6 +33,22 @@ def test_wider_stem_channels():
         before = m.tokens(feats)
         m.patch_embed.proj.weight[:, 3] = 0
         assert not torch.allclose(m.tokens(feats), before)
+
+
+def test_full_band_patches():
+    # patch_f=n_mels: one token per 16 frames, each a linear map of the whole spectrum of those frames
+    m = tiny(patch_f=128, stem_channels=4).eval()
+    assert (m.grid_t, m.grid_f) == (4, 1) and m.pos_embed.shape == (1, 5, 32)
+    assert m.state_dict()['patch_embed.proj.weight'].shape == (32, 4, 16, 128)
+    feats = torch.randn(2, 4, 50, 128)
+    assert m.tokens(feats).shape == (2, 3 + 4, 32)
+    with torch.no_grad():  # the top mel band reaches every token (a square patch would confine it to one column)
+        before = m.tokens(feats)
+        m.patch_embed.proj.weight[:, :, :, -1] = 0
+        after = m.tokens(feats)
+    assert not torch.allclose(after[:, 3:], before[:, 3:])
+    m.train()  # frequency masking of the patch grid has a single column to keep
+    assert m.tokens(feats).shape == (2, 3 + 3 * 1, 32)
 
 
 def test_band_norm_standardises_each_band():

@@ -226,11 +226,12 @@ def test_fine_tune_from_a_checkpoint(tmp_path):
     sources, rd = make_data(tmp_path)
     common = TINY + [f'--sources={sources}', f'--render_dir={rd}', '--eval_interval=2', '--max_iters=2']
     a, b = tmp_path / 'a', tmp_path / 'b'
-    run_script(common + [f'--out_dir={a}'])
+    run_script(common + [f'--out_dir={a}', '--patch_f=128'])  # full-band patches: a size the checkpoint must keep
     run_script(common + [f'--out_dir={b}', f'--init_from={a / "ckpt.pt"}', '--two_source_prob=0.5'])
     first, ck_a = load_checkpoint(a / 'ckpt.pt', 'cpu')
     model, ckpt = load_checkpoint(b / 'ckpt.pt', 'cpu')
     assert ckpt['iter_num'] == 2 and ckpt['model_args'] == ck_a['model_args']
+    assert ckpt['model_args']['patch_f'] == 128 and (model.grid_t, model.grid_f) == (4, 1)
     # it started from the first run's weights: two small steps away from them, not a fresh draw
     w0, w1 = first.state_dict()['blocks.0.attn.qkv.weight'], model.state_dict()['blocks.0.attn.qkv.weight']
     fresh = SpatialAST(ModelArgs(**ckpt['model_args'])).state_dict()['blocks.0.attn.qkv.weight']
