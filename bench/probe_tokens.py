@@ -7,6 +7,7 @@ A probe far above the encoder's own heads means the cue reaches that stage and i
 
     python bench/probe_tokens.py --ckpt=out/demo/encoder/ckpt.pt                    # ~2 min on 2 cores
     python bench/probe_tokens.py --ckpt=out/demo/encoder/ckpt.pt --label='Pink noise' --out=out/probe.md
+    python bench/probe_tokens.py --ckpt=out/demo/encoder/ckpt.pt --label=  # clips of every class
 """
 import os
 import sys
@@ -23,7 +24,8 @@ from train_encoder import ClipIRData, spatialise
 ckpt = 'out/demo/encoder/ckpt.pt'           # train_encoder.py checkpoint
 sources = 'out/demo/sources/sources.jsonl'  # clips of `label`: train split to fit, eval split to score
 render_dir = 'out/demo/rirs'                # every train IR (fit) and every eval IR (score), one clip each
-label = 'White noise'                       # broadband: the pinna cues of every band are there to be read
+label = 'White noise'                       # broadband: the pinna cues of every band are there to be read;
+                                            # '' = clips of every class (cues that must hold whatever the spectrum)
 clip_seconds = 2.0
 rir_seconds = 0.5
 batch_size = 32
@@ -37,10 +39,10 @@ AXES = ('left', 'front', 'above')  # the first word of each axis, as in the IR r
 @torch.no_grad()
 def stage_outputs(model, split, rng):
     """Every IR of `split` with a random clip of `label` -> ({stage: (n, d) array}, (n, 3) bool: left, front, above)."""
-    srcs = [s for s in features.read_sources(sources) if s['split'] == split and label in s['labels']]
+    srcs = [s for s in features.read_sources(sources) if s['split'] == split and (not label or label in s['labels'])]
     rirs = features.read_rirs(render_dir, split)
     assert srcs, f'no {split} clips labelled {label!r} in {sources}'
-    data = ClipIRData(srcs, rirs, [label], features.AudioCache(), 32000, clip_seconds, rir_seconds)
+    data = ClipIRData(srcs, rirs, [label or 'any'], features.AudioCache(), 32000, clip_seconds, rir_seconds)
     outs, truth = {}, []
     for start in range(0, len(rirs), batch_size):
         js = range(start, min(start + batch_size, len(rirs)))
