@@ -199,7 +199,7 @@ def test_torchrun_two_processes(tiny, tmp_path):
 
 
 def test_gradient_accumulation_equals_one_larger_batch(tiny, tmp_path):
-    """2 micro-batches of 2 give the gradient of one batch of 4 (<= 1e-6), with answers of different lengths: the
+    """2 micro-batches of 2 give the gradient of one batch of 4 (to round-off), with answers of different lengths: the
     loss is a mean over answer tokens, so each micro-batch must count by its share of the step's tokens."""
     qa, enc = tiny
     seen = {}
@@ -214,7 +214,9 @@ def test_gradient_accumulation_equals_one_larger_batch(tiny, tmp_path):
     rows = [p[2] for b in micro for p in b['parts']]  # answer tokens of each micro-batch
     assert len(rows) == 2 and rows[0] != rows[1] and sum(rows) == big[0]['parts'][0][2]
     assert len(g_acc) == len(g_big) and all((a is None) == (b is None) for a, b in zip(g_acc, g_big))
-    assert max((a - b).abs().max().item() for a, b in zip(g_acc, g_big) if a is not None) <= 1e-6
+    # float32 sums in another order: each parameter's gradient equal to 1e-5 of its own largest entry (~100 ulps)
+    assert max(((a - b).abs().max() / b.abs().max().clamp_min(1e-6)).item()
+               for a, b in zip(g_acc, g_big) if a is not None) <= 1e-5
     assert max(b.abs().max().item() for b in g_big if b is not None) > 1e-3
 
 

@@ -303,7 +303,7 @@ def test_config_loss_weights_reach_the_loss(config, data, tmp_path):
 def test_gradient_accumulation_equals_one_larger_batch(tmp_path):
     """2 micro-batches of 2 give the gradient of one batch of 4. The stem's BatchNorm normalises each micro-batch
     by its own statistics (as the official model does), so that holds exactly only where every item is the same
-    clip at the same IR: checked there to 1e-6; on ordinary data the 2 x 2 items are checked to be the 4 items."""
+    clip at the same IR: checked there to float32 round-off; on ordinary data the 2 x 2 items are checked to be the 4 items."""
     exact = ['--mixup_prob=0.0', '--mask_t_prob=0.0', '--mask_f_prob=0.0', '--drop_path=0.0', '--grad_clip=0.0',
              '--time_mask=0', '--freq_mask=0',
              '--max_iters=1', '--lr_decay_iters=1']
@@ -320,7 +320,8 @@ def test_gradient_accumulation_equals_one_larger_batch(tmp_path):
             seen[name, shape] = hooks.read(out / 'seen')
     g_acc, g_big = seen['same', '2x2'][2], seen['same', '4x1'][2]
     assert len(g_acc) == len(g_big)
-    assert max((a - b).abs().max().item() for a, b in zip(g_acc, g_big)) <= 1e-6
+    # float32 sums in another order: each parameter's gradient equal to 1e-5 of its own largest entry (~100 ulps)
+    assert max(((a - b).abs().max() / b.abs().max().clamp_min(1e-6)).item() for a, b in zip(g_acc, g_big)) <= 1e-5
     assert max(b.abs().max().item() for b in g_big) > 1e-3  # gradients that are not all ~0
     train = {r['path'] for r in features.read_sources(str(sources)) if r['split'] == 'train'}
     drawn = [[p for p in seen['many', shape][0] if p in train] for shape in ('2x2', '4x1')]
