@@ -154,7 +154,8 @@ def detection_metrics(items, classes, embedder, class_emb=None):
     m = mean_ap(scores, targets)
     return {'mAP': None if m is None else 100 * m, 'precision': 100 * prec, 'recall': 100 * rec,
             'f1': 100 * (2 * prec * rec / max(prec + rec, 1e-12)),
-            'unparseable': sum(not parse_labels(it['prediction']) for it in items)}
+            # an answer naming no class at all (e.g. 'Yes' to a classification question) is counted as unparseable
+            'unparseable': sum(not parse_labels(it['prediction']) & cls_index.keys() for it in items)}
 
 
 def doa_metrics(items):

@@ -20,6 +20,9 @@ Rules (all documented in meta.json):
   decide every relation asked, then conclude (OWL, arXiv 2509.26140), e.g.
   `the dog: left 30, front 60, above 10; 2m. the bell: right 20, behind 40, below 30; 4.5m. So: Yes`;
   a D answer is its statements, the asked sound first. eval.py reads the conclusion and the statements.
+- word_noise=p (not the paper's): each word of a train question's template (never a placeholder) is dropped with
+  probability p/2 or swapped for a word of another train template with probability p/2, so that a from-scratch LLM
+  learns to read a question whose words it does not all know; eval questions and all answers stay as they are.
 Curriculum stages select by question_type: meta.json "stages" = {"1": A+B, "2": A-D, "3": A-E}.
 
 Run (CPU only):
@@ -161,6 +164,9 @@ TEMPLATES = {
         'Name the sound that is {cmp}.']},
 }
 
+# the words of the train phrasings (placeholders left out): what word_noise swaps in; never an eval phrasing's word
+TRAIN_WORDS = sorted({w for t in TEMPLATES.values() for q in t['train'] for w in q.split(' ') if '{' not in w})
+
 # relation r(a, b): "a is <r> b", clear by a margin
 DIRECTIONS = tuple(w for pair in common.WORD_PAIRS for w in pair)  # left, right, front, behind, above, below
 OPPOSITE = {**{a: b for a, b in common.WORD_PAIRS + (('closer', 'farther'),)},
@@ -237,12 +243,14 @@ def reasoned(qtype, stated, answer):
 class Maker:
     """Draws items for one split: its clips, IRs and phrasings, one numpy Generator (so one seed = one file)."""
 
-    def __init__(self, clips, rirs, audio_root, phrasing, margins, seed, reasoning=False):
+    def __init__(self, clips, rirs, audio_root, phrasing, margins, seed, reasoning=False, word_noise=0.0):
         if not clips or not rirs:
             raise ValueError(f'{phrasing} split: {len(clips)} clips and {len(rirs)} IRs; both are needed')
         self.clips, self.rirs, self.audio_root, self.phrasing = clips, rirs, audio_root, phrasing
         self.reasoning = reasoning
         self.rng = np.random.default_rng(seed)
+        # a generator of its own, so that word noise changes the question texts and nothing else of the file
+        self.word_noise, self.noise_rng = word_noise, np.random.default_rng([seed, 1])
         self.pairs = relation_pairs(rirs, margins)
 
     def pick(self, seq):
@@ -282,7 +290,20 @@ class Maker:
                 'targets': [{'labels': list(c['labels']), **r['targets']} for c, r in sources]}
 
     def question(self, qtype, **kw):
-        return self.pick(TEMPLATES[qtype][self.phrasing]).format(**kw)
+        template = self.pick(TEMPLATES[qtype][self.phrasing])
+        return (self.noisy(template) if self.word_noise else template).format(**kw)
+
+    def noisy(self, template):
+        """The template with each plain word dropped (probability word_noise / 2) or swapped for a train word
+        (likewise); placeholders such as '{x}' are kept, so the question still names what it asks about."""
+        words = []
+        for w in template.split(' '):
+            u = self.noise_rng.random()
+            if '{' in w or u >= self.word_noise:
+                words.append(w)
+            elif u >= self.word_noise / 2:
+                words.append(TRAIN_WORDS[int(self.noise_rng.integers(len(TRAIN_WORDS)))])
+        return ' '.join(words) or template
 
     def item(self, qtype, k):
         """The k-th item of a type (k decides Yes/No for binary types: even k -> Yes)."""
@@ -360,6 +381,7 @@ side_margin_deg = 10.0    # "the sound on your left": each source at least this 
 distance_margin_m = 1.0   # relative distance questions: distance difference at least this (m)
 min_separation_m = 0.5    # two sources of one item at least this far apart (m)
 reasoning = False         # D and E answers first state each sound's position, then conclude (OWL-style; paper: plain)
+word_noise = 0.0          # train questions: share of template words dropped or swapped (0.0 = the templates as written)
 seed = 1337
 device = 'cpu'            # unused (no tensors here); accepted like every stage
 # -----------------------------------------------------------------------------
@@ -370,6 +392,7 @@ if __name__ == '__main__':
     assert not reasoning or (angle_margin_deg > REASON_STEP_DEG and distance_margin_m > 0.5), \
         f'reasoning answers round angles to {REASON_STEP_DEG} deg and distances to 0.5 m: they need ' \
         f'angle_margin_deg > {REASON_STEP_DEG} and distance_margin_m > 0.5 to keep every relation decided'
+    assert 0.0 <= word_noise < 1.0, f'word_noise is a probability below 1, got {word_noise}'
     unknown = (set(train_counts) | set(eval_counts)) - set(QUESTION_TYPES)
     assert not unknown, f'unknown question_type(s) in counts: {sorted(unknown)}; expected {QUESTION_TYPES}'
     margins = {'angle_margin_deg': angle_margin_deg, 'side_margin_deg': side_margin_deg,
@@ -380,7 +403,8 @@ if __name__ == '__main__':
     out, lines = {}, ['# SpatialSoundQA-style items', '', f'margins: {margins}; seed {seed}', '']
     for k, split in enumerate(('train', 'eval')):
         rirs = read_rirs(render_dir, split)
-        maker = Maker([c for c in clips if c['split'] == split], rirs, audio_root, split, margins, seed + k, reasoning)
+        maker = Maker([c for c in clips if c['split'] == split], rirs, audio_root, split, margins, seed + k, reasoning,
+                      word_noise if split == 'train' else 0.0)
         out[split] = maker.make(train_counts if split == 'train' else eval_counts)
         common.write_jsonl(os.path.join(out_dir, f'{split}.jsonl'), out[split])
         lines += summary(split, out[split])
@@ -393,7 +417,8 @@ if __name__ == '__main__':
             'reverb_root': common.stored_path(os.path.join(render_dir, 'binaural'), out_dir),
             'classes': sorted({lab for c in clips for lab in c['labels']}), 'stages': STAGES,
             'counts': {s: dict(collections.Counter(it['question_type'] for it in out[s])) for s in out},
-            'margins': margins, 'seed': seed, 'sources': common.stored_path(sources, out_dir), 'reasoning': reasoning}
+            'margins': margins, 'seed': seed, 'sources': common.stored_path(sources, out_dir), 'reasoning': reasoning,
+            'word_noise': word_noise}
     common.write_json(os.path.join(out_dir, 'meta.json'), meta)
     lines += [f'{time.time() - t0:.1f} s']
     common.write_text(os.path.join(out_dir, 'summary.md'), '\n'.join(lines) + '\n')

@@ -7,4 +7,5 @@ train_counts = {'CLASSIFICATION': 1500, 'DOA': 1500, 'MIXUP_SINGLE_CLASSIFICATIO
                 'MIXUP_NONBINARY_DISTANCE': 333, 'MIXUP_NONBINARY_SOURCE': 333}  # E: 3000 over its kinds
 # 500 eval items per type: one standard error of a balanced accuracy near 50 % is then ~2.2 points (3.5 at 200)
 eval_counts = {t: 500 for t in train_counts}
+word_noise = 0.2         # demo: a from-scratch LLM must learn to read eval phrasings it never saw (words dropped/swapped)
 seed = 1337

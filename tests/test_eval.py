@@ -61,6 +61,9 @@ def test_detection_exact_scores_and_prf():
     # label sets: predicted {dog,bark},{speech},{'!!garbled'},{dog,music}; tp 4 of 6 predicted, 4 of 5 reference
     assert d['precision'] == pytest.approx(100 * 4 / 6) and d['recall'] == pytest.approx(100 * 4 / 5)
     assert d['f1'] == pytest.approx(100 * 2 * (4 / 6) * (4 / 5) / (4 / 6 + 4 / 5))
+    assert d['unparseable'] == 1  # '!!garbled'
+    no_class = [item('CLASSIFICATION', 'Dog', p) for p in ('Yes', 'Dog; Yes', '')]
+    assert ev.detection_metrics(no_class, CLASSES, embedder=None)['unparseable'] == 2  # 'Yes' and '' name no class
 
 
 def test_doa_metrics_with_unparseable():

@@ -212,6 +212,31 @@ def test_same_seed_identical_files(qa):
         assert (out / s).read_bytes() != (other / s).read_bytes()
 
 
+def test_word_noise_changes_train_questions_only(qa):
+    """word_noise=0.4: the same items (clips, IRs, answers, targets) as the plain file, eval questions untouched;
+    every train question is its template with words dropped or swapped for train words, the names it asks about
+    kept; deterministic by seed."""
+    tmp, _, data, _, _ = qa
+    out = run_make_qa(tmp, 'qa_noise', extra='word_noise = 0.4\n')
+    again = run_make_qa(tmp, 'qa_noise_again', extra='word_noise = 0.4\n')
+    assert (out / 'train.jsonl').read_bytes() == (again / 'train.jsonl').read_bytes()
+    assert json.loads((out / 'meta.json').read_text())['word_noise'] == 0.4
+    noisy = {s: common.read_records(str(out / f'{s}.jsonl')) for s in ('train', 'eval')}
+    assert noisy['eval'] == data['eval']
+    changed = 0
+    for plain, r in zip(data['train'], noisy['train']):
+        assert {k: v for k, v in r.items() if k != 'question'} == {k: v for k, v in plain.items() if k != 'question'}
+        changed += r['question'] != plain['question']
+        fields = parse(plain, 'train')
+        filled = {k: v for k, v in fields.items() if v is not None}
+        words = r['question'].split(' ')
+        for name in {filled[k] for k in ('x', 'y') if k in filled}:  # the sounds asked about are still named
+            assert f'the {name}' in r['question'] or name in r['question'], (plain['question'], r['question'])
+        assert all(w in plain['question'].split(' ') or w in make_qa.TRAIN_WORDS or any(w in v for v in filled.values())
+                   for w in words), (plain['question'], r['question'])
+    assert 0.5 * len(data['train']) < changed < len(data['train'])
+
+
 def signed(statement):
     """A parsed statement -> {relation: value} as geo() gives them, from the stated words and angles."""
     _, words, angles, dist = statement
