@@ -172,6 +172,12 @@ def read(out, rank=0, kind='clip'):
     return [r['item'] for r in rows if r.get('kind') == kind], [r['backward'] for r in rows if 'backward' in r], grads
 
 
+def grad_difference(got, want):
+    """Largest gap between two first-step gradient lists, each parameter's relative to its own largest entry (float32
+    sums in another order stay under ~1e-5, ~100 ulps); parameters without a gradient are skipped."""
+    return max(((a - b).abs().max() / b.abs().max().clamp_min(1e-6)).item() for a, b in zip(got, want) if a is not None)
+
+
 if __name__ == '__main__':
     sys.path.insert(0, str(ROOT))
     install(sys.argv[1])
