@@ -159,16 +159,22 @@ def detection_metrics(items, classes, embedder, class_emb=None):
 
 
 def doa_metrics(items):
-    """DoA accuracy (all three words right) and DER (|distance error| > 0.5 m, unparseable counts as an error)."""
+    """DoA accuracy (all three words right) and DER (|distance error| > 0.5 m, unparseable counts as an error);
+    'axes': the share of answers right on each axis alone (left/right, front/behind, above/below), which tells a
+    model that hears the side but not the front apart from one that hears nothing."""
     right = errors = bad = 0
+    axes = [0] * len(WORD_PAIRS)
     for it in items:
         p, r = doa_part(it['prediction']), doa_part(it['reference'])
         pd, rd, pm, rm = parse_direction(p), parse_direction(r), parse_distance(p), parse_distance(r)
         bad += pd is None or pm is None
         right += pd is not None and pd == rd
         errors += pm is None or rm is None or abs(pm - rm) > 0.5 + 1e-9
+        for k in range(len(axes)):
+            axes[k] += pd is not None and rd is not None and pd[k] == rd[k]
     n = max(len(items), 1)
-    return {'doa_acc': 100 * right / n, 'der': 100 * errors / n, 'unparseable': bad}
+    return {'doa_acc': 100 * right / n, 'der': 100 * errors / n, 'unparseable': bad,
+            'axes': {'/'.join(pair): 100 * a / n for pair, a in zip(WORD_PAIRS, axes)}}
 
 
 def binary_metrics(items):
@@ -475,6 +481,8 @@ if __name__ == '__main__':
         f"{k} {det[k]['precision']:.1f}/{det[k]['recall']:.1f}/{det[k]['f1']:.1f}" for k in 'AC' if det[k]),
         f"- non-binary E exact-match accuracy: " + (', '.join(f"{k} {det[k]['exact_acc']:.1f}" for k in NONBINARY
                                                              if k in det) or 'none in this eval set'),
+        f"- B|D right on each axis alone (%): " + '; '.join(f"{k} " + ' / '.join(f"{a} {v:.1f}" for a, v in
+                                                                         det[k]['axes'].items()) for k in 'BD' if det[k]),
         f"- counts: {counts}", f"- unparseable answers: {unparse}", f"- mAP scorer: {metrics['mAP_scorer']}",
         f"- decoding: {metrics['decoding']}; generation {t_gen:.0f}s; total {time.time() - t0:.0f}s"]
     if 'E_stated' in det:

@@ -75,6 +75,8 @@ def test_doa_metrics_with_unparseable():
     assert d['doa_acc'] == pytest.approx(50.0)
     assert d['der'] == pytest.approx(50.0)
     assert d['unparseable'] == 1
+    # each axis alone: left/right right in 3 of 4, front/behind in 3, above/below in 2 (the unparseable one: wrong)
+    assert d['axes'] == pytest.approx({'left/right': 75.0, 'front/behind': 75.0, 'above/below': 50.0})
 
 
 def test_compute_metrics_all_keys_and_random():
