@@ -170,8 +170,8 @@ def doa_metrics(items):
         bad += pd is None or pm is None
         right += pd is not None and pd == rd
         errors += pm is None or rm is None or abs(pm - rm) > 0.5 + 1e-9
-        for k in range(len(axes)):
-            axes[k] += pd is not None and rd is not None and pd[k] == rd[k]
+        if pd is not None and rd is not None:
+            axes = [a + (x == y) for a, x, y in zip(axes, pd, rd)]
     n = max(len(items), 1)
     return {'doa_acc': 100 * right / n, 'der': 100 * errors / n, 'unparseable': bad,
             'axes': {'/'.join(pair): 100 * a / n for pair, a in zip(WORD_PAIRS, axes)}}
@@ -481,8 +481,8 @@ if __name__ == '__main__':
         f"{k} {det[k]['precision']:.1f}/{det[k]['recall']:.1f}/{det[k]['f1']:.1f}" for k in 'AC' if det[k]),
         f"- non-binary E exact-match accuracy: " + (', '.join(f"{k} {det[k]['exact_acc']:.1f}" for k in NONBINARY
                                                              if k in det) or 'none in this eval set'),
-        f"- B|D right on each axis alone (%): " + '; '.join(f"{k} " + ' / '.join(f"{a} {v:.1f}" for a, v in
-                                                                         det[k]['axes'].items()) for k in 'BD' if det[k]),
+        f"- B|D right on each axis alone (%): " + '; '.join(
+            f"{k} " + ' / '.join(f"{axis} {v:.1f}" for axis, v in det[k]['axes'].items()) for k in 'BD' if det[k]),
         f"- counts: {counts}", f"- unparseable answers: {unparse}", f"- mAP scorer: {metrics['mAP_scorer']}",
         f"- decoding: {metrics['decoding']}; generation {t_gen:.0f}s; total {time.time() - t0:.0f}s"]
     if 'E_stated' in det:
