@@ -50,6 +50,7 @@ class ModelArgs:
     stem_channels: int = 1    # channels out of the conv stem = into the patch embedding (1 = official; see front())
     band_norm: str = ''       # '' (official) | 'mel': standardise every mel band of the two log-mels | 'all': of all 4
                               # channels, with training-data statistics (buffers band_mean, band_std; see front())
+    mid_side: bool = False    # the two log-mels enter as (L + R) / 2 and L - R, each normalised on its own (see inputs())
 
 N_CLS = 3  # [CLS] tokens: 0 distance, 1 direction (azimuth + elevation), 2 class
 
@@ -212,10 +213,21 @@ class SpatialAST(nn.Module):
         for h in (self.distance_head, self.azimuth_head, self.elevation_head, self.head):
             nn.init.trunc_normal_(h.weight, std=2e-5)  # near-zero heads: start from uniform predictions
 
-    def front(self, feats):
-        """(B, 4, T, n_mels) features -> (B, stem_channels, n_frames, n_mels) map the patches are cut from."""
+    def inputs(self, feats):
+        """(B, 4, T, n_mels) features -> the 4 channels that are normalised: as they are, or with mid_side the log-mels
+        as their mean and their difference. The difference (the level difference between the ears, band by band) does
+        not depend on the source's spectrum; normalised on its own, its few dB are not lost beside the log-mels' tens."""
         B, C, T, Fq = feats.shape
         assert C == 4 and Fq == self.args.n_mels, f'expected (B, 4, T, {self.args.n_mels}) features, got {tuple(feats.shape)}'
+        if not self.args.mid_side:
+            return feats
+        left, right = feats[:, :1], feats[:, 1:2]
+        return torch.cat([(left + right) / 2, left - right, feats[:, 2:]], dim=1)
+
+    def front(self, feats):
+        """(B, 4, T, n_mels) features -> (B, stem_channels, n_frames, n_mels) map the patches are cut from."""
+        feats = self.inputs(feats)
+        T = feats.shape[2]
         # only the log-mels are normalised; the mel-weighted IPD stays ~1/60 their size (Slaney mel weights sum
         # to ~1/31 per band), which the official run absorbs into the stem over 74k steps; ipd_scale lets a
         # short run start with both inputs at one scale (the stem is linear, so it is a reparameterisation)
@@ -226,7 +238,7 @@ class SpatialAST(nn.Module):
         else:
             x = torch.cat([self.bn(feats[:, :2]), feats[:, 2:] * self.args.ipd_scale], dim=1)
         if T != self.args.n_frames:  # official: 1001 -> 1024; here any T is stretched to n_frames
-            x = F.interpolate(x, (self.args.n_frames, Fq), mode='bicubic', align_corners=True)
+            x = F.interpolate(x, (self.args.n_frames, self.args.n_mels), mode='bicubic', align_corners=True)
         # the official stem squeezes spectra and phases into one channel: a ViT-B pretrained on spectrograms (AudioMAE)
         # copes, but a small model trained from scratch in minutes learns either the class or the direction through
         # it, not both (docs/findings.md); stem_channels > 1 gives each its own channel

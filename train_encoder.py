@@ -182,14 +182,14 @@ def fixed_eval_set(sources, rirs, n_items, seed):
 
 
 @torch.no_grad()
-def band_stats(data, n_batches, batch_size, seed, device):
-    """Mean and std (4, n_mels) of every input channel's mel bands over n_batches training batches (their own
-    random stream, so the training data stay what they were): ModelArgs.band_norm's statistics."""
+def band_stats(model, data, n_batches, batch_size, seed, device):
+    """Mean and std (4, n_mels) of every input channel's mel bands (model.inputs: after mid_side) over n_batches
+    training batches (their own random stream, so the training data stay what they were): band_norm's statistics."""
     rng = np.random.default_rng([seed, 4242])
     s = s2 = n = 0
     for _ in range(n_batches):
         b = data.batch(batch_size, rng)
-        f = features.binaural_features(spatialise(b['dry'], b['rir'], b['n_src'], device)).double()  # (B, 4, T, M)
+        f = model.inputs(features.binaural_features(spatialise(b['dry'], b['rir'], b['n_src'], device))).double()  # (B, 4, T, M)
         s, s2, n = s + f.sum((0, 2)), s2 + (f * f).sum((0, 2)), n + f.shape[0] * f.shape[2]
     mean = s / n
     return mean.float(), (s2 / n - mean ** 2).clamp(min=1e-12).sqrt().float()
@@ -404,6 +404,7 @@ spec_masks = 'batch'           # SpecAugment: 'batch' (one mask for the batch, t
 ipd_scale = 1.0                # x the mel IPD channels before the stem (1.0 = official)
 stem_channels = 1              # conv stem output channels (1 = official)
 band_norm = ''                 # '' (official) | 'mel' | 'all': standardise each mel band of the log-mels | all 4 channels
+mid_side = False               # the log-mels as (L + R) / 2 and L - R, each normalised on its own (False = official)
 band_norm_batches = 20         # training batches those statistics are taken from (stored in the checkpoint)
 # loss: w_class * BCE + w_distance * CE(distance) + w_direction * (CE(azimuth) + CE(elevation))
 w_class = 1250.0               # official 1250 (BCE is averaged over its 355 classes)
@@ -519,7 +520,8 @@ if __name__ == '__main__':
         model_args = ModelArgs(n_frames=n_frames, n_mels=n_mels, patch=patch, patch_f=patch_f, dim=dim, depth=depth,
                                n_heads=n_heads, mlp_ratio=mlp_ratio, n_classes=len(classes), drop_path=drop_path,
                                mask_t_prob=mask_t_prob, mask_f_prob=mask_f_prob, freq_mask=freq_mask, time_mask=time_mask,
-                               spec_masks=spec_masks, ipd_scale=ipd_scale, stem_channels=stem_channels, band_norm=band_norm)
+                               spec_masks=spec_masks, ipd_scale=ipd_scale, stem_channels=stem_channels, band_norm=band_norm,
+                               mid_side=mid_side)
     model = SpatialAST(model_args)
     iter_num, best_mae = 0, float('inf')
     if ckpt is not None and is_ours:
@@ -538,7 +540,7 @@ if __name__ == '__main__':
     model.to(device)
     assert model_args.band_norm in ('', 'mel', 'all'), f"band_norm must be '', 'mel' or 'all', got {band_norm!r}"
     if model_args.band_norm and not (ckpt is not None and is_ours):  # ours carry their statistics
-        model.band_mean, model.band_std = band_stats(data, band_norm_batches, batch_size, seed, device)
+        model.band_mean, model.band_std = band_stats(model, data, band_norm_batches, batch_size, seed, device)
         say(f'band_norm: statistics of {band_norm_batches} x {batch_size} training examples')
     n_params = sum(p.numel() for p in model.parameters())
     say(f'Spatial-AST {n_params / 1e6:.2f}M parameters, {model.grid_t}x{model.grid_f} patches')

@@ -70,6 +70,20 @@ def test_band_norm_standardises_each_band():
     assert torch.equal(x[:, 2:], feats[:, 2:] * m.args.ipd_scale)
 
 
+def test_mid_side_inputs():
+    assert not ModelArgs().mid_side and tiny(mid_side=True).state_dict().keys() == tiny().state_dict().keys()
+    feats = torch.randn(2, 4, 50, 128)
+    feats[:, 1] = feats[:, 0] - 3.0  # left 3 dB louder than right in every band
+    x = tiny(mid_side=True).inputs(feats)
+    assert torch.allclose(x[:, 0], feats[:, 0] - 1.5) and torch.allclose(x[:, 1], torch.full_like(x[:, 1], 3.0))
+    assert torch.equal(x[:, 2:], feats[:, 2:]) and torch.equal(tiny().inputs(feats), feats)
+    m = tiny(mid_side=True).eval()
+    with torch.no_grad():  # the difference channel reaches the tokens
+        base = feats.clone()
+        base[:, 1] = base[:, 0]
+        assert not torch.allclose(m.tokens(feats), m.tokens(base))
+
+
 def test_shapes_train_and_eval():
     m = tiny()
     feats = torch.randn(3, 4, 50, 128)  # any T: stretched to n_frames

@@ -219,6 +219,12 @@ def test_band_norm_statistics_from_training_data(tmp_path):
     mean, std = model.band_mean, model.band_std  # (4, n_mels): log-mels below 0, IPD cosines near 1 at low bands
     assert mean.shape == std.shape == (4, 128) and (std > 0).all() and (mean[:2] < 0).all()
     assert not torch.allclose(mean[0], mean[0, :1].expand(128))  # one statistic per band, not per channel
+    # mid_side: the statistics are those of (L + R) / 2 and L - R; the level difference between the ears varies
+    # less than the level itself, which is why it gets a normalisation of its own
+    run_script(common + [f'--out_dir={tmp_path / "b"}', '--band_norm=all', '--band_norm_batches=2', '--mid_side=True'])
+    model, ckpt = load_checkpoint(tmp_path / 'b' / 'ckpt.pt', 'cpu')
+    assert ckpt['model_args']['mid_side'] and torch.allclose(model.band_mean[2:], mean[2:])
+    assert (model.band_mean[0] < 0).all() and model.band_std[1].median() < model.band_std[0].median()
 
 
 def test_fine_tune_from_a_checkpoint(tmp_path):
