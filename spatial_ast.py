@@ -50,7 +50,7 @@ class ModelArgs:
     stem_channels: int = 1    # channels out of the conv stem = into the patch embedding (1 = official; see front())
     band_norm: str = ''       # '' (official) | 'mel': standardise every mel band of the two log-mels | 'all': of all 4
                               # channels, with training-data statistics (buffers band_mean, band_std; see front())
-    mid_side: bool = False    # the two log-mels enter as (L + R) / 2 and L - R, each normalised on its own (see inputs())
+    mid_side: bool = False    # the log-mels enter as (L + R) / 2 and L - R, each normalised on its own (see inputs())
 
 N_CLS = 3  # [CLS] tokens: 0 distance, 1 direction (azimuth + elevation), 2 class
 
@@ -214,9 +214,10 @@ class SpatialAST(nn.Module):
             nn.init.trunc_normal_(h.weight, std=2e-5)  # near-zero heads: start from uniform predictions
 
     def inputs(self, feats):
-        """(B, 4, T, n_mels) features -> the 4 channels that are normalised: as they are, or with mid_side the log-mels
-        as their mean and their difference. The difference (the level difference between the ears, band by band) does
-        not depend on the source's spectrum; normalised on its own, its few dB are not lost beside the log-mels' tens."""
+        """(B, 4, T, n_mels) features -> the 4 channels that are normalised: as they are, or with mid_side the
+        log-mels as their mean and their difference. The difference (the level difference between the ears, band by
+        band) does not depend on the source's spectrum; normalised on its own, its few dB are not lost beside the
+        log-mels' tens (docs/findings.md)."""
         B, C, T, Fq = feats.shape
         assert C == 4 and Fq == self.args.n_mels, f'expected (B, 4, T, {self.args.n_mels}) features, got {tuple(feats.shape)}'
         if not self.args.mid_side:

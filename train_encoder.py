@@ -189,7 +189,8 @@ def band_stats(model, data, n_batches, batch_size, seed, device):
     s = s2 = n = 0
     for _ in range(n_batches):
         b = data.batch(batch_size, rng)
-        f = model.inputs(features.binaural_features(spatialise(b['dry'], b['rir'], b['n_src'], device))).double()  # (B, 4, T, M)
+        wav = spatialise(b['dry'], b['rir'], b['n_src'], device)
+        f = model.inputs(features.binaural_features(wav)).double()  # (B, 4, T, M)
         s, s2, n = s + f.sum((0, 2)), s2 + (f * f).sum((0, 2)), n + f.shape[0] * f.shape[2]
     mean = s / n
     return mean.float(), (s2 / n - mean ** 2).clamp(min=1e-12).sqrt().float()
@@ -404,7 +405,7 @@ spec_masks = 'batch'           # SpecAugment: 'batch' (one mask for the batch, t
 ipd_scale = 1.0                # x the mel IPD channels before the stem (1.0 = official)
 stem_channels = 1              # conv stem output channels (1 = official)
 band_norm = ''                 # '' (official) | 'mel' | 'all': standardise each mel band of the log-mels | all 4 channels
-mid_side = False               # the log-mels as (L + R) / 2 and L - R, each normalised on its own (False = official)
+mid_side = False               # the log-mels as (L + R) / 2 and L - R, each on its own scale (False = official)
 band_norm_batches = 20         # training batches those statistics are taken from (stored in the checkpoint)
 # loss: w_class * BCE + w_distance * CE(distance) + w_direction * (CE(azimuth) + CE(elevation))
 w_class = 1250.0               # official 1250 (BCE is averaged over its 355 classes)
