@@ -19,6 +19,7 @@ and names the base weights it belongs on. With a LLaMA-2, prompt + answer are to
 Paths in the checkpoint (encoder, tokenizer, QA folder, audio and IR roots) are stored relative to out_dir: a run
 folder moved together with its inputs still loads, and eval.py / sample.py take --encoder_ckpt= etc. otherwise.
 """
+import atexit
 import json
 import os
 import shutil
@@ -237,6 +238,8 @@ if __name__ == '__main__':
                              else os.path.join(llm, 'tokenizer.model'))
     new_tok = llm == 'scratch' and not tokenizer and not (init_from == 'resume' and os.path.exists(tok_path))
     tok_file = os.path.join(tempfile.mkdtemp(prefix='nanobat_tokenizer_'), 'tokenizer.model') if new_tok else tok_path
+    if new_tok:  # the temp folder goes however the run ends (a failed check below, an error, Ctrl-C)
+        atexit.register(shutil.rmtree, os.path.dirname(tok_file), True)
     if new_tok and master:
         llama.train_tokenizer(tokenizer_texts(train_records), tok_file[:-len('.model')], vocab_size)
     if new_tok and ddp:  # the other ranks (maybe on other machines) get rank 0's file
@@ -466,8 +469,6 @@ if __name__ == '__main__':
                  f"- eval loss (stage, iter, loss): {history}", f"- seconds: {time.time() - t_start:.0f}"]
         write_text(os.path.join(out_dir, 'summary.md'), '\n'.join(lines) + '\n')
         log(f"done in {time.time() - t_start:.0f}s -> {ckpt_path}")
-    if new_tok:
-        shutil.rmtree(os.path.dirname(tok_file), ignore_errors=True)
     if ddp:
         barrier()  # leave together: a rank tearing gloo down while another still writes has aborted at exit
         dist.destroy_process_group()

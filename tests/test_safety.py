@@ -291,6 +291,22 @@ def test_resume_without_checkpoint(run, tmp_path):
     refused(p, '--init_from=resume but', 'nothing to resume')
 
 
+def test_failing_run_leaves_no_temp_tokenizer(run, tmp_path):
+    """The tokenizer is trained in a temp folder before the encoder loads; a run refused there removes it (in its
+    own process, so that its exit handlers run as a user's would)."""
+    import subprocess
+    import sys
+    root, _ = run
+    tmp = tmp_path / 'tmp'
+    tmp.mkdir()
+    p = subprocess.run([sys.executable, 'train_bat.py', f'--qa_dir={root / "qa"}', f'--out_dir={tmp_path / "bat"}',
+                        f'--encoder_ckpt={tmp_path / "missing.pt"}', *TINY], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, 'TMPDIR': str(tmp)})
+    refused(p, 'missing.pt')
+    assert 'tokenizer' in p.stdout  # it got as far as training one
+    assert list(tmp.iterdir()) == []
+
+
 def test_leftover_tmp_from_killed_save_removed_on_resume(run, tmp_path):
     root, _ = run
     folder, _ = copy_run(root, tmp_path)
