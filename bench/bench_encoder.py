@@ -41,8 +41,9 @@ tiny = size == 'tiny'
 batch_size = batch_size or (16 if tiny else 64)
 steps = steps or (6 if device == 'cpu' else 20)
 clip_seconds = clip_seconds or (2.0 if tiny else 10.0)
-args = (ModelArgs(n_frames=112, dim=128, depth=3, n_heads=4, n_classes=25, drop_path=0.0, mask_t_prob=0.0,
-                   mask_f_prob=0.0, time_mask=20, freq_mask=24, ipd_scale=100.0, stem_channels=4)
+args = (ModelArgs(n_frames=112, dim=128, depth=6, n_heads=4, n_classes=25, drop_path=0.0, mask_t_prob=0.0,
+                   mask_f_prob=0.0, time_mask=20, freq_mask=24, ipd_scale=100.0, stem_channels=4,
+                   mid_side=True)
         if tiny else ModelArgs())
 torch.manual_seed(seed)
 model = SpatialAST(args).to(device)
