@@ -8,7 +8,7 @@ clip_seconds = 2.0       # demo clips (official 10 s): 201 feature frames
 rir_seconds = 0.5        # the demo IRs are 0.5 s
 n_frames = 112           # 112 frames x 128 mels in 16 x 16 patches = 7 x 8 = 56 tokens (+3 CLS)
 dim = 128                # a ViT 128 wide and 6 blocks deep (official 768 x 12): minutes on a CPU
-depth = 6                # demo: the depth that carries the ears' level difference on to the [CLS] tokens
+depth = 6                # demo: more depth to turn the level difference into direction (3 blocks lose most of it)
 n_heads = 4
 ipd_scale = 100.0        # demo: bring the mel IPD (std ~0.016) to the log-mels' scale from the first step
 stem_channels = 4        # demo: spectra and phases each get a channel, so a small model learns class and direction
