@@ -405,8 +405,8 @@ spec_masks = 'batch'           # SpecAugment: 'batch' (one mask for the batch, t
 ipd_scale = 1.0                # x the mel IPD channels before the stem (1.0 = official)
 stem_channels = 1              # conv stem output channels (1 = official)
 band_norm = ''                 # '' (official) | 'mel' | 'all': standardise each mel band of the log-mels | all 4 channels
-mid_side = False               # the log-mels as (L + R) / 2 and L - R, each on its own scale (False = official)
 band_norm_batches = 20         # training batches those statistics are taken from (stored in the checkpoint)
+mid_side = False               # the log-mels as (L + R) / 2 and L - R, each on its own scale (False = official)
 # loss: w_class * BCE + w_distance * CE(distance) + w_direction * (CE(azimuth) + CE(elevation))
 w_class = 1250.0               # official 1250 (BCE is averaged over its 355 classes)
 w_distance = 1.0               # official 1.0

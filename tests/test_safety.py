@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -294,8 +296,6 @@ def test_resume_without_checkpoint(run, tmp_path):
 def test_failing_run_leaves_no_temp_tokenizer(run, tmp_path):
     """The tokenizer is trained in a temp folder before the encoder loads; a run refused there removes it (in its
     own process, so that its exit handlers run as a user's would)."""
-    import subprocess
-    import sys
     root, _ = run
     tmp = tmp_path / 'tmp'
     tmp.mkdir()
